@@ -1,0 +1,53 @@
+"""chordkeras: chord recognition networks trained with TensorFlow and Keras."""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "chordkeras" / "__init__.py").read_text()).group(1)
+
+APPLE_SILICON = 'sys_platform == "darwin" and platform_machine == "arm64"'
+NOT_APPLE_SILICON = 'sys_platform != "darwin" or platform_machine != "arm64"'
+
+setup(
+    name="chordkeras",
+    version=VERSION,
+    description="Train and run deep neural networks that recognise the chords in recorded music.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["chordkeras", "chordkeras.*", "tuning"]),
+    python_requires=">=3.10,<3.13",
+    install_requires=[
+        # The TensorFlow 2.16 line is the one on which every package below still loads:
+        # tensorflow-io 0.37.1's compiled ops fail to load on TF >= 2.18.
+        f"tensorflow==2.16.2; {NOT_APPLE_SILICON}",
+        f"tensorflow-macos==2.16.2; {APPLE_SILICON}",
+        "tensorflow-io==0.37.1",
+        "keras>=3.0,<4",
+        "keras-tuner>=1.4",
+        "numpy>=1.23,<2",
+        "scipy",
+        "mir_eval>=0.7",
+        "jams>=0.3.4",
+        "pretty_midi>=0.2.10",
+        "midirenderer>=0.1.3",
+        "soundfile>=0.12",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "metal": [f"tensorflow-metal==1.1.0; {APPLE_SILICON}"],
+        "cuda": ['tensorflow[and-cuda]==2.16.2; sys_platform == "linux"'],
+        "test": ["pytest>=7", "librosa>=0.10"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Multimedia :: Sound/Audio :: Analysis",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,1 @@
+"""Hyperparameter search for chordkeras models with keras-tuner."""
