@@ -1,0 +1,187 @@
+"""Frame-wise chord posteriors -> class paths -> labelled segments.
+
+Viterbi smoothing uses a uniform-switch transition model: stay in the same class with probability
+`self_transition`, move to any other class with probability (1 - self_transition) / (C - 1). That
+structure makes each step O(C) (the best predecessor is either the class itself or the overall best
+class), so no C x C matrix is ever built.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from chordkeras.annotations import Segment
+
+# Probabilities are floored before taking logs so a hard zero cannot make a path impossible.
+_PROB_FLOOR = 1e-12
+
+
+def _as_log_probs(scores: np.ndarray) -> np.ndarray:
+    """Returns log probabilities; non-negative input is taken to be probabilities."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"expected [frames, classes], got shape {scores.shape}")
+    if np.all(scores >= 0.0):
+        return np.log(np.maximum(scores, _PROB_FLOOR))
+    return scores
+
+
+def viterbi(scores: np.ndarray, self_transition: float = 0.9) -> np.ndarray:
+    """Most likely class path under a uniform-switch transition model.
+
+    Args:
+        scores: [frames, classes] probabilities (all values >= 0) or log probabilities.
+            Posteriors are used as emission scores, with a uniform initial distribution.
+        self_transition: Probability of staying in the same class from one frame to the next,
+            in (0, 1). Higher values smooth more.
+
+    Returns:
+        int64 [frames] class indices.
+    """
+    log_obs = _as_log_probs(scores)
+    num_frames, num_classes = log_obs.shape
+    if not 0.0 < self_transition < 1.0:
+        raise ValueError(f"self_transition must be in (0, 1), got {self_transition}")
+    if num_frames == 0:
+        return np.zeros(0, dtype=np.int64)
+    if num_classes == 1:
+        return np.zeros(num_frames, dtype=np.int64)
+
+    log_stay = np.log(self_transition)
+    log_switch = np.log((1.0 - self_transition) / (num_classes - 1))
+    # stayed[t, c]: the best path into class c at frame t came from c itself; otherwise it came from
+    # best[t - 1] (or, for c == best[t - 1], from runner_up[t - 1]).
+    stayed = np.empty((num_frames, num_classes), dtype=bool)
+    best = np.empty(num_frames, dtype=np.int64)
+    runner_up = np.zeros(num_frames, dtype=np.int64)
+    delta = log_obs[0].copy()
+    best[0] = np.argmax(delta)
+    delta -= delta[best[0]]  # keep scores near 0; only differences matter
+    stay = np.empty(num_classes)
+    weak = log_stay < log_switch
+    for t in range(1, num_frames):
+        np.add(delta, log_stay, out=stay)
+        if weak:
+            # Switching into c from c itself is not a switch: the best source for the current best
+            # class is the runner-up.
+            b_prev = best[t - 1]
+            delta[b_prev] = -np.inf
+            runner_up[t - 1] = r = delta.argmax()
+            switch = np.full(num_classes, log_switch)
+            switch[b_prev] += delta[r]
+        else:
+            # Staying beats switching from the same class, so the best source for any switch is the
+            # overall best class, whose normalised score is 0.
+            switch = log_switch
+        np.greater_equal(stay, switch, out=stayed[t])
+        np.maximum(stay, switch, out=delta)
+        delta += log_obs[t]
+        best[t] = b = delta.argmax()
+        delta -= delta[b]
+
+    path = np.empty(num_frames, dtype=np.int64)
+    path[-1] = best[-1]
+    for t in range(num_frames - 1, 0, -1):
+        c = path[t]
+        if stayed[t, c]:
+            path[t - 1] = c
+        elif c == best[t - 1]:
+            path[t - 1] = runner_up[t - 1]
+        else:
+            path[t - 1] = best[t - 1]
+    return path
+
+
+def argmax(scores: np.ndarray) -> np.ndarray:
+    """Per-frame most likely class: int64 [frames] from [frames, classes] (log) probabilities."""
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"expected [frames, classes], got shape {scores.shape}")
+    return np.argmax(scores, axis=-1).astype(np.int64)
+
+
+def decode(probs: np.ndarray, method: str = "viterbi", self_transition: float = 0.9) -> np.ndarray:
+    """Class path by `method` ("viterbi" or "argmax")."""
+    if method == "viterbi":
+        return viterbi(probs, self_transition)
+    if method == "argmax":
+        return argmax(probs)
+    raise ValueError(f"unknown decoding method {method!r}; choose viterbi or argmax")
+
+
+def frame_boundaries(frame_times: np.ndarray | float, num_frames: int, duration: float | None = None) -> np.ndarray:
+    """[num_frames + 1] boundary times: frame i covers [b[i], b[i + 1]).
+
+    With a frame rate fr, frame i covers [(i - 0.5) / fr, (i + 0.5) / fr); with explicit centre
+    times, boundaries are the midpoints between centres. Either way clipped to [0, duration].
+
+    Args:
+        frame_times: [num_frames] centre times in seconds, or a scalar frame rate in frames per second.
+        num_frames: Number of frames.
+        duration: Audio duration in seconds; the last boundary is clipped to it when given.
+    """
+    if np.ndim(frame_times) == 0:
+        frame_rate = float(frame_times)
+        if frame_rate <= 0:
+            raise ValueError(f"frame rate must be positive, got {frame_rate}")
+        bounds = (np.arange(num_frames + 1, dtype=np.float64) - 0.5) / frame_rate
+    else:
+        times = np.asarray(frame_times, dtype=np.float64)
+        if times.shape != (num_frames,):
+            raise ValueError(f"frame_times has shape {times.shape}, expected ({num_frames},)")
+        if num_frames == 0:
+            return np.zeros(1)
+        half = 0.5 * float(np.median(np.diff(times))) if num_frames > 1 else 0.0
+        bounds = np.concatenate([[times[0] - half], 0.5 * (times[1:] + times[:-1]), [times[-1] + half]])
+    bounds = np.maximum(bounds, 0.0)
+    if duration is not None:
+        bounds = np.minimum(bounds, float(duration))
+    return bounds
+
+
+def frames_to_segments(
+    classes: np.ndarray,
+    probs: np.ndarray | None,
+    frame_times: np.ndarray | float,
+    class_names: Sequence[str],
+    duration: float | None = None,
+) -> list[Segment]:
+    """Merges runs of equal classes into labelled segments.
+
+    Args:
+        classes: int [frames] class path (from `viterbi` or `argmax`).
+        probs: [frames, classes] probabilities; a segment's confidence is the mean probability of its
+            class over its frames. None gives confidence 1.0.
+        frame_times: [frames] centre times in seconds, or a scalar frame rate (frame i centred at
+            i / frame_rate); see `frame_boundaries`.
+        class_names: Harte label of each class index.
+        duration: Audio duration in seconds; segments are clipped to [0, duration].
+
+    Returns:
+        Segments in time order; empty (zero-length after clipping) segments are dropped.
+    """
+    classes = np.asarray(classes, dtype=np.int64)
+    if classes.ndim != 1:
+        raise ValueError(f"classes must be [frames], got shape {classes.shape}")
+    num_frames = len(classes)
+    if num_frames == 0:
+        return []
+    bounds = frame_boundaries(frame_times, num_frames, duration)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(classes)) + 1])
+    ends = np.concatenate([starts[1:], [num_frames]])
+    if probs is None:
+        confidence = np.ones(len(starts))
+    else:
+        probs = np.asarray(probs)
+        if probs.shape[0] != num_frames:
+            raise ValueError(f"probs has {probs.shape[0]} frames, classes has {num_frames}")
+        chosen = probs[np.arange(num_frames), classes].astype(np.float64)
+        confidence = np.add.reduceat(chosen, starts) / (ends - starts)
+    segments = []
+    for s, e, conf in zip(starts, ends, confidence):
+        start, end = float(bounds[s]), float(bounds[e])
+        if end > start:
+            segments.append(Segment(start=start, end=end, label=class_names[classes[s]], confidence=float(conf)))
+    return segments
