@@ -26,7 +26,7 @@ setup(
         f"tensorflow==2.16.2; {NOT_APPLE_SILICON}",
         f"tensorflow-macos==2.16.2; {APPLE_SILICON}",
         "tensorflow-io==0.37.1",
-        "keras>=3.0,<4",
+        "keras==3.15.1",  # the Keras 3 release tested with TF 2.16.2 here
         "keras-tuner>=1.4",
         "numpy>=1.23,<2",
         "scipy",

@@ -61,7 +61,21 @@ class FeatureConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """How records become training batches (`chordkeras.dataset`)."""
+    """How records become training batches (`chordkeras.dataset`).
+
+    Attributes:
+        vocabulary: Chord vocabulary the model predicts ('majmin' or 'large').
+        excerpt_seconds: Length of the random training excerpts.
+        batch_size: Training excerpts per batch (global, across replicas).
+        eval_batch_size: Whole songs per validation/test batch.
+        shift_min, shift_max: Pitch-shift augmentation range in semitones (inclusive).
+        gain_db: Random overall gain in +-dB applied to the stored magnitudes.
+        eq_db: Random spectral tilt in +-dB from the lowest to the highest bin.
+        cache: Keep parsed songs in memory after the first epoch.
+        shuffle_songs, shuffle_excerpts: Shuffle buffer sizes.
+        excerpts_per_song: Random excerpts drawn from each song per epoch.
+        steps_per_epoch: Fixed steps per epoch; 0 means one pass (songs x excerpts_per_song).
+    """
 
     vocabulary: str = "large"
     excerpt_seconds: float = 10.0
@@ -69,10 +83,13 @@ class DataConfig:
     eval_batch_size: int = 8
     shift_min: int = -5
     shift_max: int = 6
+    gain_db: float = 12.0
+    eq_db: float = 6.0
     cache: bool = True
     shuffle_songs: int = 1024
-    steps_per_epoch: int = 0  # 0: one pass over the training songs' excerpts
-    excerpts_per_song: int = 1
+    shuffle_excerpts: int = 512
+    excerpts_per_song: int = 4
+    steps_per_epoch: int = 0
 
     def excerpt_frames(self, features: FeatureConfig) -> int:
         return int(round(self.excerpt_seconds * features.frame_rate))
