@@ -1,0 +1,231 @@
+"""The data pump: prepared records -> shuffled, cropped, augmented batches, prefetched.
+
+Training: list shards -> shuffle files -> interleave reads -> parse -> cache -> shuffle songs ->
+random excerpts (new ones each epoch) -> shuffle excerpts -> pitch shift + gain/EQ -> batch ->
+prefetch(AUTOTUNE). Validation and test: whole songs, in order, no augmentation, padded batches
+with a mask. Every element is (spectrogram, targets, mask) as `chordkeras.model.ChordModel` expects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from chordkeras import records, vocab
+from chordkeras.config import RunConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+TARGET_KEYS = ("chord", "root", "bass", "pitches")
+
+
+@dataclasses.dataclass(frozen=True)
+class Datasets:
+    """What `make_datasets` returns: the pipelines and the numbers a fit needs."""
+
+    train: tf.data.Dataset
+    valid: tf.data.Dataset
+    steps_per_epoch: int
+    info: dict[str, Any]
+
+
+def _to_vocabulary(song: dict[str, tf.Tensor], from_large: tf.Tensor) -> dict[str, tf.Tensor]:
+    song = dict(song)
+    song["chord"] = tf.gather(from_large, song["chord"])
+    return song
+
+
+def _load_songs(folder: str | os.PathLike, split: str, config: RunConfig, shuffle: bool) -> tf.data.Dataset:
+    shards = records.list_shards(folder, split)
+    files = tf.data.Dataset.from_tensor_slices(shards)
+    if shuffle:
+        files = files.shuffle(len(shards), seed=config.train.seed, reshuffle_each_iteration=True)
+    if shuffle:
+        ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(shards), 8),
+                              num_parallel_calls=AUTOTUNE, deterministic=False)
+    else:
+        ds = tf.data.TFRecordDataset(files)
+    from_large = tf.constant(vocab.get_vocabulary(config.data.vocabulary).from_large, tf.int32)
+    return ds.map(
+        lambda s: _to_vocabulary(records.parse_song(s), from_large),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=not shuffle,
+    )
+
+
+def random_excerpt(song: dict[str, tf.Tensor], excerpt_frames: int, seed: tf.Tensor) -> tuple:
+    """Crops `excerpt_frames` frames at a random offset; shorter songs are zero-padded and masked."""
+    frames = tf.shape(song["spectrogram"])[0]
+    start = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=tf.maximum(frames - excerpt_frames, 0) + 1,
+                                        dtype=tf.int32)
+    end = tf.minimum(start + excerpt_frames, frames)
+    pad = excerpt_frames - (end - start)
+
+    def crop(x: tf.Tensor, fill) -> tf.Tensor:
+        x = x[start:end]
+        paddings = tf.concat([[[0, pad]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)], axis=0)
+        return tf.pad(x, paddings, constant_values=fill)
+
+    spectrogram = crop(song["spectrogram"], 0.0)
+    targets = {
+        "chord": crop(song["chord"], vocab.IGNORE),
+        "root": crop(song["root"], vocab.NO_CHORD),
+        "bass": crop(song["bass"], vocab.NO_CHORD),
+        "pitches": crop(song["pitches"], 0.0),
+    }
+    mask = crop(tf.ones([frames], tf.float32), 0.0)
+    return spectrogram, targets, mask
+
+
+def pitch_shift(spectrogram: tf.Tensor, targets: dict[str, tf.Tensor], semitones: tf.Tensor,
+                bins_per_semitone: int, vocabulary: "vocab.Vocabulary") -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """Shifts a [T, F] spectrogram by `semitones` and transposes every target to match.
+
+    The bins move by semitones * bins_per_semitone (zero-filled, not wrapped). Chord classes
+    (quality-major: offset + quality * 12 + root) move their root; N, X and ignored frames stay;
+    root and bass pitch classes (12 = none) move modulo 12; pitch-class vectors rotate.
+    """
+    semitones = tf.cast(semitones, tf.int32)
+    k = semitones * bins_per_semitone
+    num_bins = tf.shape(spectrogram)[-1]
+    k_abs = tf.minimum(tf.abs(k), num_bins)
+    zeros = tf.zeros_like(spectrogram[..., :k_abs])
+    shifted = tf.cond(
+        k >= 0,
+        lambda: tf.concat([zeros, spectrogram[..., : num_bins - k_abs]], axis=-1),
+        lambda: tf.concat([spectrogram[..., k_abs:], zeros], axis=-1),
+    )
+    chord = targets["chord"]
+    offset = vocabulary.offset
+    rooted = chord >= offset
+    quality, root = (chord - offset) // 12, (chord - offset) % 12
+    moved = offset + quality * 12 + tf.math.floormod(root + semitones, 12)
+    out = dict(targets)
+    out["chord"] = tf.where(rooted, moved, chord)
+    for key in ("root", "bass"):
+        pc = targets[key]
+        out[key] = tf.where(pc < 12, tf.math.floormod(pc + semitones, 12), pc)
+    out["pitches"] = tf.roll(targets["pitches"], shift=tf.math.floormod(semitones, 12), axis=-1)
+    return shifted, out
+
+
+def gain_and_eq(spectrogram: tf.Tensor, gain_db: tf.Tensor, tilt_db: tf.Tensor, log_scale: float) -> tf.Tensor:
+    """Applies a gain and a linear spectral tilt (dB, lowest to highest bin) to log1p-compressed magnitudes."""
+    num_bins = tf.shape(spectrogram)[-1]
+    ramp = tf.linspace(-0.5, 0.5, num_bins)
+    db = gain_db + tilt_db * tf.cast(ramp, tf.float32)
+    factor = tf.pow(10.0, db / 20.0)
+    magnitude = tf.math.expm1(spectrogram)  # = log_scale * |X|; the scale cancels out
+    return tf.math.log1p(magnitude * factor)
+
+
+def train_dataset(folder: str | os.PathLike, config: RunConfig, info: dict[str, Any]) -> tuple[tf.data.Dataset, int]:
+    """The training pipeline and its steps per epoch."""
+    data = config.data
+    vocabulary = vocab.get_vocabulary(data.vocabulary)
+    excerpt_frames = data.excerpt_frames(config.features)
+    bins_per_semitone = config.features.bins_per_semitone
+    log_scale = config.features.log_scale
+    songs = _load_songs(folder, "train", config, shuffle=True)
+    if data.cache:
+        songs = songs.cache()
+    num_songs = info["splits"]["train"]["songs"]
+    songs = songs.shuffle(max(1, min(data.shuffle_songs, num_songs)), seed=config.train.seed,
+                          reshuffle_each_iteration=True)
+    if data.excerpts_per_song > 1:
+        songs = songs.flat_map(lambda s: tf.data.Dataset.from_tensors(s).repeat(data.excerpts_per_song))
+    # One fresh pair of stateless seeds per excerpt, different every epoch, reproducible from the seed.
+    seeds = tf.data.Dataset.random(seed=config.train.seed, rerandomize_each_iteration=True).batch(4)
+    ds = tf.data.Dataset.zip((songs, seeds))
+
+    def excerpt_and_augment(song, seed):
+        seed = tf.cast(seed, tf.int32)
+        spec, targets, mask = random_excerpt(song, excerpt_frames, seed[0:2])
+        draws = tf.random.stateless_uniform([3], seed=seed[2:4])
+        if data.shift_min != 0 or data.shift_max != 0:
+            shift = data.shift_min + tf.cast(
+                tf.floor(draws[0] * (data.shift_max - data.shift_min + 1)), tf.int32)
+            shift = tf.minimum(shift, data.shift_max)
+            spec, targets = pitch_shift(spec, targets, shift, bins_per_semitone, vocabulary)
+        if data.gain_db > 0 or data.eq_db > 0:
+            spec = gain_and_eq(spec, (2 * draws[1] - 1) * data.gain_db, (2 * draws[2] - 1) * data.eq_db, log_scale)
+        return spec, targets, mask
+
+    ds = ds.map(excerpt_and_augment, num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.shuffle(max(1, data.shuffle_excerpts), seed=config.train.seed + 1, reshuffle_each_iteration=True)
+    ds = ds.batch(data.batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=False)
+    steps = data.steps_per_epoch or (num_songs * data.excerpts_per_song) // data.batch_size
+    if steps < 1:
+        raise ValueError(
+            f"{folder}: {num_songs} training songs x {data.excerpts_per_song} excerpts is less than one batch of "
+            f"{data.batch_size}; lower data.batch_size or raise data.excerpts_per_song"
+        )
+    if data.steps_per_epoch:
+        ds = ds.repeat()
+    return ds.prefetch(AUTOTUNE), steps
+
+
+def eval_dataset(folder: str | os.PathLike, split: str, config: RunConfig) -> tf.data.Dataset:
+    """Whole songs of `split`, in a fixed order, padded into batches with a mask."""
+    songs = _load_songs(folder, split, config, shuffle=False)
+
+    def whole(song):
+        targets = {key: song[key] for key in TARGET_KEYS}
+        return song["spectrogram"], targets, tf.ones([tf.shape(song["spectrogram"])[0]], tf.float32)
+
+    ds = songs.map(whole, num_parallel_calls=AUTOTUNE, deterministic=True)
+    padding = (
+        tf.constant(0.0),
+        {"chord": tf.constant(vocab.IGNORE), "root": tf.constant(vocab.NO_CHORD),
+         "bass": tf.constant(vocab.NO_CHORD), "pitches": tf.constant(0.0)},
+        tf.constant(0.0),
+    )
+    return ds.padded_batch(config.data.eval_batch_size, padding_values=padding).prefetch(AUTOTUNE)
+
+
+def make_datasets(folder: str | os.PathLike, config: RunConfig) -> Datasets:
+    """Train and validation pipelines of a prepared dataset, checked against the config.
+
+    Raises:
+        ValueError: the dataset's features or labels do not fit the config, or the split is empty.
+    """
+    from chordkeras import preparation
+
+    info = records.read_dataset_info(folder)
+    preparation.check_dataset(info, config.features, config.data.vocabulary, str(folder))
+    data = config.data
+    if data.shift_min > data.shift_max:
+        raise ValueError(f"data.shift_min={data.shift_min} is above data.shift_max={data.shift_max}")
+    if data.batch_size < 1 or data.eval_batch_size < 1 or data.excerpts_per_song < 1:
+        raise ValueError("data.batch_size, data.eval_batch_size and data.excerpts_per_song must be >= 1")
+    if data.excerpt_frames(config.features) < 1:
+        raise ValueError(f"data.excerpt_seconds={data.excerpt_seconds} is shorter than one frame")
+    for split in ("train", "valid"):
+        if info["splits"][split]["songs"] < 1:
+            raise ValueError(f"{folder}: the {split} split has no songs")
+    train, steps = train_dataset(folder, config, info)
+    return Datasets(train=train, valid=eval_dataset(folder, "valid", config), steps_per_epoch=steps, info=info)
+
+
+def class_weights(info: dict[str, Any], vocabulary_name: str, power: float = 0.5) -> np.ndarray:
+    """Chord-class weights from the dataset's label histogram: (count / mean) ** -power, unseen classes 1."""
+    vocabulary = vocab.get_vocabulary(vocabulary_name)
+    large = vocab.get_vocabulary("large")
+    counts = np.zeros(vocabulary.num_classes)
+    for name, frames in info["label_histogram"].items():
+        cls = vocabulary.from_large[large.class_names.index(name)]
+        if cls >= 0:
+            counts[cls] += frames
+    weights = np.ones(vocabulary.num_classes)
+    seen = counts > 0
+    weights[seen] = (counts[seen] / counts[seen].mean()) ** -power
+    return (weights / weights[seen].mean() if seen.any() else weights).astype(np.float32)
+
+
+def excerpt_hours(config: RunConfig, excerpts: int) -> float:
+    """Audio hours in `excerpts` training excerpts."""
+    return excerpts * config.data.excerpt_seconds / 3600.0
+

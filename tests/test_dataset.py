@@ -1,0 +1,174 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from chordkeras import config as config_lib
+from chordkeras import dataset, records, vocab
+from chordkeras.config import RunConfig
+
+MAJMIN = vocab.get_vocabulary("majmin")
+LARGE = vocab.get_vocabulary("large")
+
+
+def _targets(chord, root, bass, pitches):
+    return {
+        "chord": tf.constant(chord, tf.int32),
+        "root": tf.constant(root, tf.int32),
+        "bass": tf.constant(bass, tf.int32),
+        "pitches": tf.constant(pitches, tf.float32),
+    }
+
+
+def test_pitch_shift_moves_bins_and_every_target_by_hand():
+    spectrogram = tf.constant([[1.0, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]])
+    c_major = [1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0]
+    a_minor = [1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0]
+    # Frame 0: C:maj (majmin class 1, root 0, bass 0); frame 1: A:min/C (class 13 + 9 = 22, root 9, bass 0).
+    targets = _targets([1, 22], [0, 9], [0, 0], [c_major, a_minor])
+    shifted, out = dataset.pitch_shift(spectrogram, targets, tf.constant(5), 1, MAJMIN)
+    np.testing.assert_array_equal(shifted.numpy(), [[0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 7]])
+    # C + 5 = F (class 1 + 5 = 6); A + 5 = D, minor (13 + 2 = 15); bass C -> F = 5.
+    np.testing.assert_array_equal(out["chord"].numpy(), [6, 15])
+    np.testing.assert_array_equal(out["root"].numpy(), [5, 2])
+    np.testing.assert_array_equal(out["bass"].numpy(), [5, 5])
+    np.testing.assert_array_equal(np.flatnonzero(out["pitches"].numpy()[0]), [0, 5, 9])  # F A C
+    np.testing.assert_array_equal(np.flatnonzero(out["pitches"].numpy()[1]), [2, 5, 9])  # D F A
+
+
+def test_pitch_shift_down_zero_fills_the_top_and_keeps_no_chord():
+    spectrogram = tf.constant([[1.0, 2, 3, 4, 5, 6]])
+    # N (class 0, root/bass 12), two bins per semitone.
+    targets = _targets([0], [12], [12], [[0] * 12])
+    shifted, out = dataset.pitch_shift(spectrogram, targets, tf.constant(-1), 2, MAJMIN)
+    np.testing.assert_array_equal(shifted.numpy(), [[3, 4, 5, 6, 0, 0]])
+    assert out["chord"].numpy().tolist() == [0]
+    assert out["root"].numpy().tolist() == [12]
+    assert out["bass"].numpy().tolist() == [12]
+
+
+@pytest.mark.parametrize("name", ["majmin", "large"])
+def test_pitch_shift_of_classes_agrees_with_label_transposition(name):
+    vocabulary = vocab.get_vocabulary(name)
+    labels = ["N", "C:maj", "B:min", "F#:maj", "D:7", "Ab:hdim7", "E:sus4", "X", "G:maj/3"]
+    classes = np.array([vocabulary.encode(label) for label in labels], np.int32)
+    targets = _targets(classes, [12] * len(labels), [12] * len(labels), np.zeros((len(labels), 12)))
+    for k in range(-6, 7):
+        _, out = dataset.pitch_shift(tf.zeros([len(labels), 4]), targets, tf.constant(k), 1, vocabulary)
+        expected = [vocabulary.encode(vocab.transpose_label(label, k)) for label in labels]
+        assert out["chord"].numpy().tolist() == expected, k
+
+
+def test_random_excerpt_pads_and_masks_a_short_song():
+    song = {
+        "spectrogram": tf.ones([3, 4]),
+        "chord": tf.constant([2, 3, 4]), "root": tf.constant([0, 1, 2]), "bass": tf.constant([0, 1, 2]),
+        "pitches": tf.ones([3, 12]),
+    }
+    spec, targets, mask = dataset.random_excerpt(song, 5, tf.constant([1, 2]))
+    np.testing.assert_array_equal(mask.numpy(), [1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(spec.numpy().sum(axis=1), [4, 4, 4, 0, 0])
+    np.testing.assert_array_equal(targets["chord"].numpy(), [2, 3, 4, vocab.IGNORE, vocab.IGNORE])
+    np.testing.assert_array_equal(targets["root"].numpy(), [0, 1, 2, 12, 12])
+
+
+def test_random_excerpt_is_a_contiguous_window():
+    frames = tf.range(20, dtype=tf.float32)
+    song = {"spectrogram": tf.tile(frames[:, None], [1, 2]), "chord": tf.range(20), "root": tf.zeros(20, tf.int32),
+            "bass": tf.zeros(20, tf.int32), "pitches": tf.zeros([20, 12])}
+    for seed in range(5):
+        spec, targets, mask = dataset.random_excerpt(song, 6, tf.constant([seed, 0]))
+        start = int(spec.numpy()[0, 0])
+        np.testing.assert_array_equal(spec.numpy()[:, 0], np.arange(start, start + 6))
+        np.testing.assert_array_equal(targets["chord"].numpy(), np.arange(start, start + 6))
+        assert mask.numpy().sum() == 6
+
+
+def test_gain_and_eq():
+    log_scale_magnitude = np.array([[0.0, 1.0, 99.0]], np.float32)
+    spectrogram = tf.math.log1p(tf.constant(log_scale_magnitude))
+    same = dataset.gain_and_eq(spectrogram, tf.constant(0.0), tf.constant(0.0), 100.0)
+    np.testing.assert_allclose(same.numpy(), spectrogram.numpy(), rtol=1e-6)
+    louder = dataset.gain_and_eq(spectrogram, tf.constant(20.0), tf.constant(0.0), 100.0)
+    np.testing.assert_allclose(louder.numpy(), np.log1p(10 * log_scale_magnitude), rtol=1e-5)
+    # A 12 dB tilt over three bins: -6 dB, 0 dB, +6 dB.
+    tilted = dataset.gain_and_eq(spectrogram, tf.constant(0.0), tf.constant(12.0), 100.0)
+    factors = 10 ** (np.array([-6.0, 0.0, 6.0]) / 20)
+    np.testing.assert_allclose(tilted.numpy(), np.log1p(factors * log_scale_magnitude), rtol=1e-5)
+
+
+def write_tiny_dataset(folder, features, songs_per_split=(6, 2, 2), frames=40, seed=0):
+    """Real shards and dataset.json of random spectrograms with a learnable chord per frame."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    histogram = {}
+    for split, n in zip(records.SPLITS, songs_per_split):
+        path = folder / records.shard_name(split, 0, 1)
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for i in range(n):
+                roots = rng.integers(0, 12, frames)
+                chord = (2 + roots).astype(np.uint8)  # C:maj .. B:maj in the large vocabulary
+                spectrogram = rng.random((frames, features.n_bins)).astype(np.float32) * 0.1
+                spectrogram[np.arange(frames), roots * features.bins_per_semitone + 48] += 3.0
+                masks = np.array([vocab.encode_targets(LARGE.class_names[c])[3] for c in chord], np.uint16)
+                targets = {"chord": chord, "root": roots.astype(np.uint8), "bass": roots.astype(np.uint8),
+                           "pitches": masks}
+                writer.write(records.song_example(f"{split}/{i}", spectrogram, targets, frames / features.frame_rate,
+                                                  features.frame_rate))
+                for c in chord:
+                    histogram[LARGE.class_names[c]] = histogram.get(LARGE.class_names[c], 0) + 1
+    info = {
+        "features": dataclasses.asdict(features),
+        "label_vocabulary": "large",
+        "splits": {s: {"songs": n, "hours": 0.0, "frames": n * frames, "shards": 1}
+                   for s, n in zip(records.SPLITS, songs_per_split)},
+        "label_histogram": histogram,
+        "skipped": [],
+    }
+    records.write_json_atomic(folder / records.DATASET_INFO, info)
+    return folder
+
+
+def _tiny_config(**data):
+    config = config_lib.resolve("tiny")
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **data))
+
+
+def test_training_batches_have_fixed_shapes_and_a_known_number_of_steps(tmp_path):
+    config = _tiny_config(batch_size=4, excerpt_seconds=2.0, excerpts_per_song=2)
+    write_tiny_dataset(tmp_path / "d", config.features)
+    data = dataset.make_datasets(tmp_path / "d", config)
+    assert data.steps_per_epoch == 6 * 2 // 4
+    frames = config.data.excerpt_frames(config.features)
+    batches = list(data.train)
+    assert len(batches) == 3
+    spec, targets, mask = batches[0]
+    assert spec.shape == (4, frames, 144)
+    assert targets["chord"].shape == (4, frames)
+    assert targets["pitches"].shape == (4, frames, 12)
+    assert mask.shape == (4, frames)
+    # Every label is a majmin-or-large class of the config's vocabulary (tiny uses large).
+    assert set(np.unique(targets["chord"].numpy())) <= set(range(2, 170))
+
+
+def test_validation_is_whole_songs_in_order_with_padding_masked(tmp_path):
+    config = _tiny_config(eval_batch_size=2, vocabulary="majmin")
+    write_tiny_dataset(tmp_path / "d", config.features, frames=30)
+    ds = dataset.eval_dataset(tmp_path / "d", "valid", config)
+    (spec, targets, mask), = list(ds)
+    assert spec.shape == (2, 30, 144)
+    assert mask.numpy().sum() == 60
+    # Large C:maj..B:maj (2..13) become majmin 1..12.
+    assert set(np.unique(targets["chord"].numpy())) <= set(range(1, 13))
+
+
+def test_bad_combinations_raise_value_error(tmp_path):
+    write_tiny_dataset(tmp_path / "d", RunConfig().features)
+    with pytest.raises(ValueError, match="shift_min"):
+        dataset.make_datasets(tmp_path / "d", _tiny_config(shift_min=3, shift_max=1))
+    with pytest.raises(ValueError, match="less than one batch"):
+        dataset.make_datasets(tmp_path / "d", _tiny_config(batch_size=64, excerpts_per_song=1))
+    other = dataclasses.replace(RunConfig(), features=dataclasses.replace(RunConfig().features, hop_length=1024))
+    with pytest.raises(ValueError, match="feature config differs"):
+        dataset.make_datasets(tmp_path / "d", other)
