@@ -172,7 +172,7 @@ def frames_to_segments(
     starts = np.concatenate([[0], np.flatnonzero(np.diff(classes)) + 1])
     ends = np.concatenate([starts[1:], [num_frames]])
     if probs is None:
-        confidence = np.ones(len(starts))
+        confidence = [None] * len(starts)
     else:
         probs = np.asarray(probs)
         if probs.shape[0] != num_frames:
@@ -183,5 +183,6 @@ def frames_to_segments(
     for s, e, conf in zip(starts, ends, confidence):
         start, end = float(bounds[s]), float(bounds[e])
         if end > start:
-            segments.append(Segment(start=start, end=end, label=class_names[classes[s]], confidence=float(conf)))
+            conf = None if conf is None else float(conf)
+            segments.append(Segment(start=start, end=end, label=class_names[classes[s]], confidence=conf))
     return segments

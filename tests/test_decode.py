@@ -126,7 +126,7 @@ def test_frames_to_segments_merges_equal_frames():
     ]
     assert [s.confidence for s in segments] == pytest.approx([0.8, 0.8, 0.5])
     assert all(isinstance(s, annotations.Segment) for s in segments)
-    assert frames_to_segments(classes, None, 2.0, names)[-1] == annotations.Segment(2.25, 2.75, "N", 1.0)
+    assert frames_to_segments(classes, None, 2.0, names)[-1] == annotations.Segment(2.25, 2.75, "N")
     assert frames_to_segments(np.zeros(0, dtype=int), None, 2.0, names) == []
 
 
