@@ -1,0 +1,157 @@
+"""Transcription end to end: audio files -> model -> decoding -> .lab/.jams/.csv, windows, pictures."""
+
+import csv
+import dataclasses
+import json
+
+import keras
+import mir_eval
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from chordkeras import annotations, evaluate, features as features_lib, plots, predict, vocab
+from chordkeras.config import FeatureConfig, RunConfig
+
+FEATURES = FeatureConfig()
+MAJMIN = vocab.get_vocabulary("majmin")
+
+
+def render_chord(label: str, seconds: float, sample_rate: int, rng) -> np.ndarray:
+    """Sine partials of the chord's pitch classes over three octaves (2nd partial at half level)."""
+    num = int(round(seconds * sample_rate))
+    t = np.arange(num) / sample_rate
+    root, bits, _ = mir_eval.chord.encode(label)
+    out = np.zeros(num)
+    if root >= 0:
+        for degree in np.flatnonzero(bits):
+            for octave in (3, 4, 5):
+                f = 440.0 * 2 ** (((root + degree) % 12 + 12 * (octave + 1) - 69) / 12)
+                phase = rng.uniform(0, 2 * np.pi)
+                out += np.sin(2 * np.pi * f * t + phase) + 0.5 * np.sin(4 * np.pi * f * t + phase)
+        out *= 0.05
+    fade = min(num // 2, int(0.01 * sample_rate))
+    if fade:
+        ramp = np.linspace(0, 1, fade)
+        out[:fade] *= ramp
+        out[-fade:] *= ramp[::-1]
+    return out.astype(np.float32)
+
+
+def render_song(segments, sample_rate, rng) -> np.ndarray:
+    return np.concatenate([render_chord(s.label, s.end - s.start, sample_rate, rng) for s in segments])
+
+
+@pytest.fixture(scope="module")
+def keras_model_file(tmp_path_factory):
+    """A per-frame classifier trained here on rendered triads: model.keras + model_card.json."""
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    labels = list(MAJMIN.class_names)
+    audio = np.concatenate([render_chord(label, 1.5, FEATURES.sample_rate, rng) for label in labels])
+    spectrogram = features_lib.log_spectrogram(audio, FEATURES).numpy()
+    frame_seconds = np.arange(len(spectrogram)) / FEATURES.frame_rate
+    targets = np.minimum((frame_seconds // 1.5).astype(int), len(labels) - 1)
+
+    inputs = keras.Input((None, FEATURES.n_bins))
+    hidden = keras.layers.Dense(48, activation="relu")(inputs)
+    chord = keras.layers.Dense(len(labels), name="chord")(hidden)
+    model = keras.Model(inputs, {"chord": chord})
+    model.compile(optimizer=keras.optimizers.Adam(0.03),
+                  loss={"chord": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    # 60 steps in one epoch: Keras' per-epoch overhead would dominate 60 one-step epochs.
+    steps = 60
+    model.fit(np.repeat(spectrogram[None], steps, 0), {"chord": np.repeat(targets[None], steps, 0)},
+              batch_size=1, epochs=1, verbose=0)
+
+    folder = tmp_path_factory.mktemp("model")
+    model.save(folder / "model.keras")
+    config = dataclasses.replace(RunConfig(), data=dataclasses.replace(RunConfig().data, vocabulary="majmin"))
+    card = {"vocabulary": "majmin", "class_names": labels, "features": dataclasses.asdict(FEATURES),
+            "config": config.to_dict(), "metrics": {}, "data": None, "chordkeras_version": "test"}
+    (folder / "model_card.json").write_text(json.dumps(card))
+    return folder / "model.keras"
+
+
+def song_segments(rng, count=10):
+    labels = [MAJMIN.class_names[i] for i in rng.integers(1, MAJMIN.num_classes, count)]
+    bounds = np.concatenate([[0.0], np.cumsum(rng.choice([1.5, 2.0, 3.0], count))])
+    return [annotations.Segment(float(a), float(b), label) for a, b, label in zip(bounds, bounds[1:], labels)]
+
+
+def test_plan_windows_keeps_every_frame_once():
+    for total, window, overlap in [(5, 10, 2), (100, 30, 6), (101, 30, 6), (1000, 646, 54), (31, 30, 29)]:
+        windows = predict.plan_windows(total, window, overlap)
+        kept = np.concatenate([np.arange(w.keep_start, w.keep_stop) for w in windows])
+        np.testing.assert_array_equal(kept, np.arange(total))
+        assert len({w.length for w in windows}) == 1 and windows[0].length <= window
+        assert windows[0].start == 0 and windows[-1].start + windows[-1].length == total
+        for a, b in zip(windows, windows[1:]):
+            assert a.start + a.length - b.start >= overlap - 1  # rounding of the spread starts
+    with pytest.raises(ValueError):
+        predict.plan_windows(100, 10, 10)
+
+
+def test_transcribe_recovers_the_chords_of_a_stereo_44k_file(keras_model_file, tmp_path):
+    rng = np.random.default_rng(1)
+    reference = song_segments(rng)
+    mono = render_song(reference, 44100, rng)
+    soundfile.write(tmp_path / "song.wav", np.stack([mono, 0.5 * mono], axis=1), 44100)
+    model = predict.load_chord_model(keras_model_file)
+    segments = predict.transcribe(model, tmp_path / "song.wav")
+    assert segments[0].start == 0.0 and segments[-1].end == pytest.approx(reference[-1].end, abs=1e-4)
+    scores = evaluate.evaluate_pairs([("song", reference, segments)])["songs"]["song"]
+    assert scores["majmin"] > 0.9
+    assert all(0.0 < s.confidence <= 1.0 for s in segments)
+
+
+def test_windows_stitch_to_the_whole_song_probabilities(keras_model_file):
+    rng = np.random.default_rng(2)
+    audio = render_song(song_segments(rng, 12), FEATURES.sample_rate, rng)
+    whole = predict.load_chord_model(keras_model_file, window_seconds=600.0)
+    windowed = predict.load_chord_model(keras_model_file, window_seconds=8.0, overlap_seconds=2.0)
+    expected, times = whole.probabilities(audio, FEATURES.sample_rate)
+    probs, windowed_times = windowed.probabilities(audio, FEATURES.sample_rate)
+    assert len(predict.plan_windows(len(expected), windowed.window_frames, windowed.overlap_frames)) > 3
+    assert probs.shape == expected.shape == (FEATURES.num_frames(len(audio)), MAJMIN.num_classes)
+    np.testing.assert_allclose(windowed_times, times)
+    np.testing.assert_allclose(probs, expected, atol=1e-4)
+
+
+def test_cli_directory_in_directory_out(keras_model_file, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    songs = tmp_path / "songs"
+    (songs / "disc1").mkdir(parents=True)
+    references = {}
+    for name, rate in [("disc1/a", 22050), ("b", 16000)]:
+        references[name] = song_segments(rng, 5)
+        soundfile.write(songs / f"{name}.flac", render_song(references[name], rate, rng), rate)
+    out = tmp_path / "out"
+    argv = [str(keras_model_file), str(songs), "--out", str(out), "--no-progress"]
+    assert predict.main(argv + ["--plot"]) == 0
+    assert "x real time" in capsys.readouterr().err
+    for name, reference in references.items():
+        intervals, labels = mir_eval.io.load_labeled_intervals(str(out / f"{name}.lab"))
+        estimate = [annotations.Segment(a, b, label) for (a, b), label in zip(intervals, labels)]
+        assert evaluate.evaluate_pairs([(name, reference, estimate)])["overall"]["majmin"] > 0.9
+        duration = reference[-1].end
+        with Image.open(out / f"{name}.png") as image:
+            assert image.size == plots.song_figure_size(duration, has_reference=False)
+
+    assert predict.main(argv + ["--format", "jams", "--decode", "argmax"]) == 0
+    assert annotations.load_annotation(out / "b.jams")[0].label == references["b"][0].label
+    jam = json.loads((out / "b.jams").read_text())
+    assert jam["annotations"][0]["annotation_metadata"]["version"] == "test"
+
+    assert predict.main(argv + ["--format", "csv"]) == 0
+    rows = list(csv.DictReader((out / "disc1" / "a.csv").open()))
+    assert rows[0]["label"] == references["disc1/a"][0].label and float(rows[0]["start"]) == 0.0
+    assert not list(out.glob("**/*.tmp"))
+
+
+def test_cli_reports_bad_inputs(keras_model_file, tmp_path, capsys):
+    (tmp_path / "broken.wav").write_bytes(b"not audio at all")
+    assert predict.main([str(keras_model_file), str(tmp_path / "missing.wav")]) == 2
+    assert predict.main([str(keras_model_file), str(tmp_path / "broken.wav"), "--no-progress"]) == 1
+    assert "failed" in capsys.readouterr().err
