@@ -1,0 +1,220 @@
+"""Song generation end to end: plan -> arrangement -> audio + .lab, in parallel, with a manifest.
+
+Song `i` of a run is drawn from `numpy.random.default_rng([seed, i])` alone, so the
+output does not depend on the number of workers or on which songs already exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import multiprocessing
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from chordkeras import annotations
+from chordkeras.config import FeatureConfig
+from chordkeras.synth import arrange as arrange_lib
+from chordkeras.synth import harmony, render
+
+# Bump when a change alters the songs a given seed produces: a folder made by another
+# version is refused instead of being silently mixed.
+GENERATOR_VERSION = 1
+MANIFEST_NAME = "manifest.csv"
+SETTINGS_NAME = "synth.json"
+AUDIO_FORMATS = ("flac", "wav")
+
+
+@dataclasses.dataclass(frozen=True)
+class Song:
+    """One generated song in memory."""
+
+    audio: np.ndarray                           # float32 [samples] mono
+    sample_rate: int
+    labels: list[tuple[float, float, str]]      # (onset, offset, Harte label), covering the audio
+    plan: harmony.SongPlan
+    arrangement: arrange_lib.Arrangement
+
+
+def song_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator that decides everything about song `index` of run `seed`."""
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be non-negative, got {seed}, {index}")
+    return np.random.default_rng([seed, index])
+
+
+def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = None,
+              sample_rate: int | None = None) -> Song:
+    """Plans, arranges, renders and masters one song.
+
+    Args:
+        seed: Run seed.
+        index: Song number within the run.
+        renderer: From `render.load_renderer`.
+        minutes_per_song: Target length; None draws 2-4 minutes per song.
+        sample_rate: Output rate; defaults to FeatureConfig().sample_rate.
+
+    Returns:
+        The Song; its audio lasts exactly as long as its labels.
+    """
+    sample_rate = sample_rate or FeatureConfig().sample_rate
+    rng = song_rng(seed, index)
+    seconds = 60.0 * (minutes_per_song if minutes_per_song is not None else rng.uniform(2.0, 4.0))
+    if seconds <= 0:
+        raise ValueError(f"minutes_per_song must be positive, got {minutes_per_song}")
+    plan = harmony.plan_song(rng, seconds)
+    midi, arrangement = arrange_lib.arrange(plan, rng)
+    rendered = renderer.render(midi)
+    audio = render.master(rendered, renderer.sample_rate, sample_rate, rng)
+    samples = int(round(plan.duration * sample_rate))
+    audio = np.pad(audio[:samples], (0, max(samples - len(audio), 0)))
+    labels = plan.labels()
+    end = samples / sample_rate
+    labels[-1] = (labels[-1][0], end, labels[-1][2])
+    return Song(audio, sample_rate, labels, plan, arrangement)
+
+
+def song_names(index: int, audio_format: str) -> tuple[str, str]:
+    return f"song_{index:05d}.{audio_format}", f"song_{index:05d}.lab"
+
+
+def _write_audio(path: Path, audio: np.ndarray, sample_rate: int, audio_format: str) -> None:
+    import soundfile
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        soundfile.write(tmp, audio, sample_rate, format=audio_format.upper(), subtype="PCM_16")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_song(song: Song, out_dir: Path, index: int, audio_format: str) -> None:
+    """Writes audio then .lab, each through a temporary name; the .lab marks a finished song."""
+    audio_name, lab_name = song_names(index, audio_format)
+    _write_audio(out_dir / audio_name, song.audio, song.sample_rate, audio_format)
+    annotations.write_lab(out_dir / lab_name, [annotations.Segment(s, e, l) for s, e, l in song.labels])
+
+
+# Per-process renderer, built once by the pool initialiser (SoundFont bytes stay loaded).
+_WORKER: dict = {}
+
+
+def _init_worker(renderer_name: str, soundfont: str | None, settings: dict) -> None:
+    if renderer_name == render.ADDITIVE_RENDERER:
+        _WORKER["renderer"] = render.AdditiveRenderer()
+    else:
+        _WORKER["renderer"] = render.SoundFontRenderer(soundfont)
+    _WORKER["settings"] = settings
+
+
+def _work(task: tuple[str, int]) -> int:
+    out_dir, index = task
+    s = _WORKER["settings"]
+    song = make_song(s["seed"], index, _WORKER["renderer"], s["minutes_per_song"], s["sample_rate"])
+    write_song(song, Path(out_dir), index, s["audio_format"])
+    return index
+
+
+def _settings(seed, minutes_per_song, audio_format, renderer, sample_rate) -> dict:
+    soundfont = renderer.soundfont
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "minutes_per_song": None if minutes_per_song is None else float(minutes_per_song),
+        "audio_format": audio_format,
+        "sample_rate": int(sample_rate),
+        "renderer": renderer.name,
+        "soundfont": None if soundfont is None else Path(soundfont).name,
+        "soundfont_bytes": None if soundfont is None else Path(soundfont).stat().st_size,
+    }
+
+
+def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int, soundfont: os.PathLike | str | None = None,
+                   minutes_per_song: float | None = None, workers: int | None = None,
+                   audio_format: str = "flac") -> Path:
+    """Generates `num_songs` songs (audio + .lab) and a manifest CSV into `out_dir`.
+
+    Deterministic for (seed, song index, settings). Songs whose audio and .lab both
+    exist are kept, so an interrupted or smaller earlier run is resumed/extended.
+
+    Args:
+        out_dir: Output folder (created).
+        num_songs: Number of songs.
+        seed: Run seed (non-negative).
+        soundfont: .sf2 file; None uses pretty_midi's TimGM6mb.sf2 (additive fallback if no renderer loads).
+        minutes_per_song: Length of every song; None draws 2-4 minutes per song.
+        workers: Processes; None uses every available core.
+        audio_format: "flac" or "wav".
+
+    Returns:
+        Path of `manifest.csv` (columns audio,annotation, paths relative to `out_dir`).
+
+    Raises:
+        ValueError: bad arguments, or `out_dir` holds songs made with other settings.
+    """
+    if audio_format not in AUDIO_FORMATS:
+        raise ValueError(f"audio_format must be one of {AUDIO_FORMATS}, got {audio_format!r}")
+    if num_songs < 0 or seed < 0:
+        raise ValueError(f"num_songs and seed must be non-negative, got {num_songs}, {seed}")
+    if minutes_per_song is not None and minutes_per_song <= 0:
+        raise ValueError(f"minutes_per_song must be positive, got {minutes_per_song}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    renderer = render.load_renderer(soundfont)
+    sample_rate = FeatureConfig().sample_rate
+    settings = _settings(seed, minutes_per_song, audio_format, renderer, sample_rate)
+    settings_path = out_dir / SETTINGS_NAME
+    if settings_path.exists():
+        previous = json.loads(settings_path.read_text())
+        if previous != settings:
+            changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+            raise ValueError(f"{out_dir} holds songs generated with other settings (old, new): {changed}; "
+                             "use another folder")
+    else:
+        _write_text(settings_path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+    missing = [i for i in range(num_songs)
+               if not all((out_dir / name).exists() for name in song_names(i, audio_format))]
+    workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(missing) or 1))
+    if missing:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=len(missing), desc=f"synth songs ({renderer.name})", unit="song")
+        tasks = [(str(out_dir), i) for i in missing]
+        init = (renderer.name, None if renderer.soundfont is None else str(renderer.soundfont), settings)
+        if workers == 1:
+            _init_worker(*init)
+            for task in tasks:
+                _work(task)
+                progress.update()
+        else:
+            # spawn: safe next to TensorFlow/threads in the parent, and identical on every platform.
+            with multiprocessing.get_context("spawn").Pool(workers, _init_worker, init) as pool:
+                for _ in pool.imap_unordered(_work, tasks):
+                    progress.update()
+        progress.close()
+
+    manifest = out_dir / MANIFEST_NAME
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["audio", "annotation"])
+    writer.writerows(song_names(i, audio_format) for i in range(num_songs))
+    _write_text(manifest, text.getvalue())
+    return manifest
