@@ -52,34 +52,46 @@ def viterbi(scores: np.ndarray, self_transition: float = 0.9) -> np.ndarray:
     log_stay = np.log(self_transition)
     log_switch = np.log((1.0 - self_transition) / (num_classes - 1))
     # stayed[t, c]: the best path into class c at frame t came from c itself; otherwise it came from
-    # best[t - 1] (or, for c == best[t - 1], from runner_up[t - 1]).
+    # best[t - 1] (or, for c == best[t - 1] under a weak self-transition, from runner_up[t - 1]).
     stayed = np.empty((num_frames, num_classes), dtype=bool)
     best = np.empty(num_frames, dtype=np.int64)
     runner_up = np.zeros(num_frames, dtype=np.int64)
+    # Scores are kept relative to the drift of staying (log_stay per frame), so staying is a no-op
+    # and a switch into any class costs `switch_cost` on top of the previous best score.
+    switch_cost = log_switch - log_stay
     delta = log_obs[0].copy()
-    best[0] = np.argmax(delta)
-    delta -= delta[best[0]]  # keep scores near 0; only differences matter
-    stay = np.empty(num_classes)
-    weak = log_stay < log_switch
-    for t in range(1, num_frames):
-        np.add(delta, log_stay, out=stay)
-        if weak:
-            # Switching into c from c itself is not a switch: the best source for the current best
-            # class is the runner-up.
+    best[0] = b = delta.argmax()
+    top = delta[b]
+    if switch_cost <= 0:
+        for t in range(1, num_frames):
+            threshold = top + switch_cost
+            np.greater_equal(delta, threshold, out=stayed[t])
+            np.maximum(delta, threshold, out=delta)
+            delta += log_obs[t]
+            best[t] = b = delta.argmax()
+            top = delta[b]
+            if t % 256 == 0:  # keep magnitudes small so that float64 resolves near-ties
+                delta -= top
+                top = 0.0
+    else:
+        # Self-transition below uniform: switching into c from c itself is not a switch, so the
+        # best source for the previous best class is the runner-up.
+        threshold = np.empty(num_classes)
+        for t in range(1, num_frames):
             b_prev = best[t - 1]
-            delta[b_prev] = -np.inf
+            saved, delta[b_prev] = delta[b_prev], -np.inf
             runner_up[t - 1] = r = delta.argmax()
-            switch = np.full(num_classes, log_switch)
-            switch[b_prev] += delta[r]
-        else:
-            # Staying beats switching from the same class, so the best source for any switch is the
-            # overall best class, whose normalised score is 0.
-            switch = log_switch
-        np.greater_equal(stay, switch, out=stayed[t])
-        np.maximum(stay, switch, out=delta)
-        delta += log_obs[t]
-        best[t] = b = delta.argmax()
-        delta -= delta[b]
+            threshold.fill(top + switch_cost)
+            threshold[b_prev] = delta[r] + switch_cost
+            delta[b_prev] = saved
+            np.greater_equal(delta, threshold, out=stayed[t])
+            np.maximum(delta, threshold, out=delta)
+            delta += log_obs[t]
+            best[t] = b = delta.argmax()
+            top = delta[b]
+            if t % 256 == 0:
+                delta -= top
+                top = 0.0
 
     path = np.empty(num_frames, dtype=np.int64)
     path[-1] = best[-1]
