@@ -1,0 +1,455 @@
+"""Preparation ahead of training: audio + chord annotations -> sharded TFRecords + dataset.json.
+
+Each split is cut into shards of a fixed number of songs, in a deterministic order, so that a
+re-run (or one of N parallel jobs, see `PrepareConfig.job_index`) knows exactly what every shard
+holds. A shard is written under a temporary name and renamed when complete, next to a small
+`<shard>.json` summary (songs, hours, label histogram, skipped inputs); `dataset.json` is merged
+from those summaries, so an interrupted run resumes where it stopped and never leaves a half
+shard that looks whole.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import functools
+import hashlib
+import math
+import multiprocessing
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from chordkeras import config as config_lib
+from chordkeras.config import FeatureConfig
+from chordkeras import records
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+ANNOTATION_EXTENSIONS = (".lab", ".jams")
+# An annotation may run past the end of the audio by this much (rounding in label files).
+END_TOLERANCE_SECONDS = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class SongInput:
+    """One song to prepare: paths are absolute, song_id is the relative path stem."""
+
+    song_id: str
+    audio: str
+    annotation: str | None
+    split: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """How `prepare_dataset` splits, shards and parallelises.
+
+    Attributes:
+        split_fractions: train, valid, test shares for inputs without a split of their own.
+        seed: Seeds the split assignment.
+        songs_per_shard: Songs in each shard file.
+        workers: Processes computing features (0: one per CPU core).
+        job_index, num_jobs: This job writes the shards whose ordinal % num_jobs == job_index.
+    """
+
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    songs_per_shard: int = 32
+    workers: int = 0
+    job_index: int = 0
+    num_jobs: int = 1
+
+    def __post_init__(self):
+        if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or sum(self.split_fractions) <= 0:
+            raise ValueError(f"split_fractions must be three non-negative shares, got {self.split_fractions}")
+        if self.songs_per_shard < 1:
+            raise ValueError("songs_per_shard must be at least 1")
+        if not 0 <= self.job_index < self.num_jobs:
+            raise ValueError(f"job index {self.job_index} is not in 0..{self.num_jobs - 1}")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(path: str) -> str:
+    """The path with undecodable bytes shown as \\xNN escapes, safe to print and to store in JSON."""
+    return path if _is_utf8(path) else os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def find_inputs(source: str | os.PathLike) -> list[SongInput]:
+    """Lists the songs of a folder (audio + same-stem .lab/.jams) or of a CSV manifest.
+
+    A manifest has columns `audio`, `annotation` and optionally `split`, with paths relative to
+    the manifest's folder (or absolute). Audio without an annotation is listed with annotation None
+    so that preparation reports it as skipped.
+    """
+    source = pathlib.Path(source)
+    if source.is_dir():
+        return _inputs_from_folder(source)
+    if source.suffix.lower() == ".csv" and source.is_file():
+        return _inputs_from_manifest(source)
+    raise ValueError(f"{source}: neither a folder of audio + annotations nor a CSV manifest")
+
+
+def _inputs_from_folder(folder: pathlib.Path) -> list[SongInput]:
+    audio, annotations = {}, {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        stem = path.relative_to(folder).with_suffix("").as_posix()
+        suffix = path.suffix.lower()
+        if suffix in AUDIO_EXTENSIONS:
+            audio.setdefault(stem, str(path))
+        elif suffix in ANNOTATION_EXTENSIONS:
+            # .lab wins over .jams when both exist: it is the simpler, unambiguous format.
+            if stem not in annotations or suffix == ".lab":
+                annotations[stem] = str(path)
+    return [SongInput(stem, audio[stem], annotations.get(stem)) for stem in sorted(audio)]
+
+
+def _inputs_from_manifest(manifest: pathlib.Path) -> list[SongInput]:
+    base = manifest.parent
+    inputs = []
+    with open(manifest, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"audio", "annotation"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{manifest}: missing column(s) {sorted(missing)}; need audio, annotation[, split]")
+        for line, row in enumerate(reader, start=2):
+            audio = base / row["audio"]
+            annotation = base / row["annotation"] if row["annotation"] else None
+            split = (row.get("split") or "").strip() or None
+            if split is not None and split not in records.SPLITS:
+                raise ValueError(f"{manifest}:{line}: split {split!r} is not one of {records.SPLITS}")
+            song_id = pathlib.PurePath(row["audio"]).with_suffix("").as_posix()
+            inputs.append(SongInput(song_id, str(audio), str(annotation) if annotation else None, split))
+    ids = collections.Counter(s.song_id for s in inputs)
+    dupes = [i for i, n in ids.items() if n > 1]
+    if dupes:
+        raise ValueError(f"{manifest}: audio listed more than once: {dupes[:5]}")
+    return inputs
+
+
+def assign_splits(inputs: Sequence[SongInput], fractions: Sequence[float], seed: int) -> dict[str, list[SongInput]]:
+    """Splits by song, deterministically: songs are ordered by a seeded hash of their id.
+
+    Songs with a split of their own (from a manifest) keep it. The others are cut in hash order
+    into counts proportional to `fractions`, so the split of a song depends only on the seed and
+    the set of songs, never on the order in which they were listed.
+    """
+    splits: dict[str, list[SongInput]] = {s: [] for s in records.SPLITS}
+    free = []
+    for song in inputs:
+        (splits[song.split] if song.split else free).append(song)
+
+    def key(song: SongInput) -> str:
+        return hashlib.sha256(f"{seed}:{song.song_id}".encode("utf-8", "surrogateescape")).hexdigest()
+
+    free.sort(key=key)
+    total = sum(fractions)
+    n = len(free)
+    counts = [int(math.floor(n * f / total)) for f in fractions]
+    # Give the remainder to the splits with the largest fractional parts, train first on ties.
+    for i in sorted(range(3), key=lambda i: -(n * fractions[i] / total - counts[i]))[: n - sum(counts)]:
+        counts[i] += 1
+    start = 0
+    for split, count in zip(records.SPLITS, counts):
+        splits[split].extend(free[start:start + count])
+        start += count
+    for split in splits:
+        splits[split].sort(key=lambda s: s.song_id)
+    return splits
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShardPlan:
+    split: str
+    index: int
+    num_shards: int
+    ordinal: int
+    songs: tuple[SongInput, ...]
+
+    @property
+    def name(self) -> str:
+        return records.shard_name(self.split, self.index, self.num_shards)
+
+
+def plan_shards(splits: dict[str, list[SongInput]], songs_per_shard: int) -> list[_ShardPlan]:
+    """Cuts each split into shards; ordinals number all shards across splits."""
+    plans, ordinal = [], 0
+    for split in records.SPLITS:
+        songs = splits[split]
+        num_shards = math.ceil(len(songs) / songs_per_shard)
+        for i in range(num_shards):
+            chunk = tuple(songs[i * songs_per_shard:(i + 1) * songs_per_shard])
+            plans.append(_ShardPlan(split, i, num_shards, ordinal, chunk))
+            ordinal += 1
+    return plans
+
+
+class SongError(ValueError):
+    """A song that cannot be prepared; the message names the file and what is wrong."""
+
+
+def prepare_song(song: SongInput, features: FeatureConfig) -> tuple[bytes, dict[str, Any]]:
+    """Audio + annotation of one song -> serialised record and its statistics.
+
+    Raises:
+        SongError: naming the file and the problem (the caller skips and lists the song).
+    """
+    from chordkeras import annotations, audio, features as features_lib, vocab
+
+    for path in (song.audio, song.annotation):
+        if path is not None and not _is_utf8(path):
+            raise SongError(f"{_printable(path)}: file name is not valid UTF-8")
+    if song.annotation is None:
+        raise SongError(f"{song.audio}: no annotation (.lab or .jams with the same name)")
+    if not os.path.exists(song.annotation):
+        raise SongError(f"{song.annotation}: annotation file does not exist")
+    try:
+        samples = audio.load_audio(song.audio, features.sample_rate)
+    except audio.AudioError as e:
+        raise SongError(str(e)) from None
+    duration = len(samples) / features.sample_rate
+    if len(samples) == 0:
+        raise SongError(f"{song.audio}: audio is empty")
+    try:
+        segments = annotations.load_annotation(song.annotation, duration=duration)
+    except annotations.AnnotationError as e:
+        raise SongError(str(e)) from None
+    if not segments:
+        raise SongError(f"{song.annotation}: annotation has no chord segments")
+    end = max(s.end for s in segments)
+    if end > duration + END_TOLERANCE_SECONDS:
+        raise SongError(
+            f"{song.annotation}: annotation ends at {end:.2f} s, after the audio ({song.audio}) ends at {duration:.2f} s"
+        )
+    spectrogram = _spectrogram_fn(features)(samples).numpy()
+    frame_times = np.arange(spectrogram.shape[0]) / features.frame_rate
+    targets = annotations.frame_targets(segments, frame_times)
+    example = records.song_example(song.song_id, spectrogram, targets, duration, features.frame_rate)
+    large = vocab.get_vocabulary("large")
+    counts = np.bincount(targets["chord"].astype(np.int64), minlength=large.num_classes)
+    histogram = {large.class_names[i]: int(c) for i, c in enumerate(counts) if c}
+    return example, {"song_id": song.song_id, "seconds": duration, "frames": int(spectrogram.shape[0]),
+                     "histogram": histogram}
+
+
+@functools.lru_cache(maxsize=4)
+def _spectrogram_fn(features: FeatureConfig):
+    """One traced graph per feature config: songs of any length reuse it without retracing."""
+    import tensorflow as tf
+
+    from chordkeras import features as features_lib
+
+    return tf.function(
+        lambda samples: features_lib.log_spectrogram(samples, features),
+        input_signature=[tf.TensorSpec([None], tf.float32)],
+    )
+
+
+def _prepare_song_or_error(args: tuple[SongInput, FeatureConfig]) -> tuple[SongInput, bytes | None, Any]:
+    song, features = args
+    try:
+        example, stats = prepare_song(song, features)
+    except SongError as e:
+        return song, None, str(e)
+    except (ValueError, OSError, RuntimeError, _tf_errors().OpError) as e:
+        # A decoder or file-system failure on one song must not end the run: it is listed. Programming
+        # errors (TypeError, ImportError, ...) still stop the run, rather than skip every song.
+        return song, None, f"{_printable(song.audio)}: {type(e).__name__}: {e}"
+    return song, example, stats
+
+
+def _tf_errors():
+    import tensorflow as tf
+
+    return tf.errors
+
+
+def _worker_init() -> None:
+    # Each worker computes one song at a time; TF's own thread pools would only fight each other.
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _map_songs(songs: list[SongInput], features: FeatureConfig, workers: int) -> Iterator[tuple]:
+    jobs = [(song, features) for song in songs]
+    if workers <= 1:
+        yield from map(_prepare_song_or_error, jobs)
+        return
+    # spawn: TensorFlow does not survive fork() once initialised in the parent.
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
+        yield from pool.imap(_prepare_song_or_error, jobs, chunksize=1)
+
+
+def _write_shard(folder: pathlib.Path, plan: _ShardPlan, results: Iterable[tuple], meta: dict) -> dict:
+    import tensorflow as tf
+
+    tmp = folder / f".{plan.name}.incomplete"
+    summary = {"shard": plan.name, "split": plan.split, "songs": [], "seconds": 0.0, "frames": 0,
+               "histogram": {}, "skipped": [], **meta}
+    histogram = collections.Counter()
+    with tf.io.TFRecordWriter(str(tmp)) as writer:
+        for song, example, info in results:
+            if example is None:
+                summary["skipped"].append({"input": _printable(song.audio), "reason": info})
+                continue
+            writer.write(example)
+            summary["songs"].append(song.song_id)
+            summary["seconds"] += info["seconds"]
+            summary["frames"] += info["frames"]
+            histogram.update(info["histogram"])
+    summary["histogram"] = dict(sorted(histogram.items()))
+    # Summary first, shard last: a shard file under its final name is always complete.
+    records.write_json_atomic(folder / f"{plan.name}.json", summary)
+    os.replace(tmp, folder / plan.name)
+    return summary
+
+
+def _shard_complete(folder: pathlib.Path, plan: _ShardPlan) -> bool:
+    return (folder / plan.name).exists() and (folder / f"{plan.name}.json").exists()
+
+
+def prepare_dataset(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    features: FeatureConfig = FeatureConfig(),
+    config: PrepareConfig = PrepareConfig(),
+    command: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Prepares `source` (folder or CSV manifest) into `out_dir`.
+
+    Returns:
+        The dataset info written to `out_dir/dataset.json`, or None for one job of several
+        (`config.num_jobs > 1`): then `merge_dataset(out_dir)` writes it once all jobs are done.
+    """
+    from tqdm import tqdm
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = find_inputs(source)
+    if not inputs:
+        raise ValueError(f"{source}: no audio files found ({', '.join(AUDIO_EXTENSIONS)})")
+    plans = plan_shards(assign_splits(inputs, config.split_fractions, config.seed), config.songs_per_shard)
+    meta = {"features": dataclasses.asdict(features), "prepare": dataclasses.asdict(config),
+            "source": str(pathlib.Path(source).resolve()),
+            "command": list(command) if command is not None else None}
+    _check_existing(out, meta["features"])
+    mine = [p for p in plans if p.ordinal % config.num_jobs == config.job_index]
+    todo = [p for p in mine if not _shard_complete(out, p)]
+    print(f"chordkeras.prepare: {len(inputs)} songs in {len(plans)} shards -> {out}"
+          f" ({len(mine) - len(todo)} of this job's {len(mine)} shards already complete)", file=sys.stderr)
+    workers = config.workers or os.cpu_count() or 1
+    songs = [song for plan in todo for song in plan.songs]
+    bar = tqdm(total=len(songs), unit="song", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    started, seconds = time.monotonic(), 0.0
+    results = _map_songs(songs, features, workers)
+
+    def counted(n: int) -> Iterator[tuple]:
+        nonlocal seconds
+        for _ in range(n):
+            item = next(results)
+            if item[1] is not None:
+                seconds += item[2]["seconds"]
+            else:
+                bar.write(f"skipped: {item[2]}")
+            bar.update(1)
+            rate = seconds / 3600 / max(time.monotonic() - started, 1e-9) * 60
+            bar.set_postfix_str(f"{seconds / 3600:.2f} h audio, {rate:.2f} h/min")
+            yield item
+
+    for plan in todo:
+        _write_shard(out, plan, counted(len(plan.songs)), meta)
+    bar.close()
+    if config.num_jobs > 1:
+        return None
+    return merge_dataset(out)
+
+
+def _check_existing(out: pathlib.Path, features: dict) -> None:
+    for summary_path in sorted(out.glob("*.tfrecord.json"))[:1]:
+        existing = records.read_json(summary_path)["features"]
+        if existing != features:
+            raise ValueError(
+                f"{out}: already holds shards prepared with other features ({summary_path.name}); "
+                "prepare into a new folder"
+            )
+
+
+def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Writes `dataset.json` from the shard summaries; refuses while shards are missing."""
+    out = pathlib.Path(out_dir)
+    summaries = [records.read_json(p) for p in sorted(out.glob("*.tfrecord.json"))]
+    if not summaries:
+        raise ValueError(f"{out}: no shard summaries (*.tfrecord.json); nothing was prepared here")
+    missing = [s["shard"] for s in summaries if not (out / s["shard"]).exists()]
+    expected = set()
+    by_split: dict[str, list[dict]] = collections.defaultdict(list)
+    for s in summaries:
+        by_split[s["split"]].append(s)
+    for split, items in by_split.items():
+        num_shards = int(items[0]["shard"].removesuffix(".tfrecord").rsplit("-of-", 1)[1])
+        expected |= {records.shard_name(split, i, num_shards) for i in range(num_shards)}
+    missing += sorted(expected - {s["shard"] for s in summaries})
+    if missing:
+        raise ValueError(f"{out}: shards not yet complete: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    features = summaries[0]["features"]
+    for s in summaries:
+        if s["features"] != features:
+            raise ValueError(f"{out}: {s['shard']} was prepared with other features than {summaries[0]['shard']}")
+    histogram = collections.Counter()
+    splits = {}
+    for split in records.SPLITS:
+        items = by_split.get(split, [])
+        splits[split] = {
+            "songs": sum(len(s["songs"]) for s in items),
+            "hours": round(sum(s["seconds"] for s in items) / 3600, 4),
+            "frames": sum(s["frames"] for s in items),
+            "shards": len(items),
+        }
+        for s in items:
+            histogram.update(s["histogram"])
+    info = {
+        "features": features,
+        "label_vocabulary": "large",
+        "splits": splits,
+        "total_hours": round(sum(s["seconds"] for s in summaries) / 3600, 4),
+        "label_histogram": dict(histogram.most_common()),
+        "skipped": [item for s in summaries for item in s["skipped"]],
+        "prepare": summaries[0]["prepare"],
+        "source": summaries[0]["source"],
+        "command": summaries[0]["command"],
+        "chordkeras_version": _version(),
+    }
+    records.write_json_atomic(out / records.DATASET_INFO, info)
+    return info
+
+
+def _version() -> str:
+    from chordkeras import __version__
+
+    return __version__
+
+
+def check_dataset(info: dict[str, Any], features: FeatureConfig, vocabulary: str, where: str) -> None:
+    """Refuses a dataset whose features or label vocabulary do not fit the model's."""
+    config_lib.check_features_match(info["features"], features, where)
+    from chordkeras import vocab
+
+    vocab.get_vocabulary(vocabulary)  # raises for unknown names
+    if info.get("label_vocabulary") != "large":
+        raise ValueError(f"{where}: records hold {info.get('label_vocabulary')!r} labels; expected 'large'")

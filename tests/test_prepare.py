@@ -1,0 +1,181 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow as tf
+
+from chordkeras import preparation, prepare, records, vocab
+from chordkeras.config import FeatureConfig
+
+SR = 22050
+FEATURES = FeatureConfig()
+LARGE = vocab.get_vocabulary("large")
+
+
+def _triad(midi_notes, seconds):
+    t = np.arange(int(seconds * SR)) / SR
+    freqs = 440.0 * 2 ** ((np.asarray(midi_notes) - 69) / 12)
+    return (0.2 * np.sin(2 * np.pi * freqs[:, None] * t)).sum(axis=0).astype(np.float32)
+
+
+def _song(folder, name, fmt="WAV"):
+    # 2 s of C major (C4 E4 G4) then 2 s of A minor (A3 C4 E4).
+    audio = np.concatenate([_triad([60, 64, 67], 2.0), _triad([57, 60, 64], 2.0)])
+    ext = {"WAV": ".wav", "FLAC": ".flac"}[fmt]
+    sf.write(folder / f"{name}{ext}", audio, SR, format=fmt)
+    (folder / f"{name}.lab").write_text("0.0 2.0 C:maj\n2.0 4.0 A:min\n")
+
+
+def _read_split(out, split):
+    return [records.parse_song(s) for s in tf.data.TFRecordDataset(records.list_shards(out, split))]
+
+
+@pytest.fixture
+def songs(tmp_path):
+    src = tmp_path / "songs"
+    (src / "album").mkdir(parents=True)
+    for i in range(4):
+        _song(src / "album", f"song{i}", fmt="FLAC" if i % 2 else "WAV")
+    return src
+
+
+def test_prepare_writes_shards_labels_aligned_with_frames(songs, tmp_path):
+    out = tmp_path / "out"
+    info = preparation.prepare_dataset(songs, out, FEATURES, preparation.PrepareConfig(
+        split_fractions=(2, 1, 1), songs_per_shard=1, workers=1), progress=False)
+    assert {s: v["songs"] for s, v in info["splits"].items()} == {"train": 2, "valid": 1, "test": 1}
+    assert info["total_hours"] == pytest.approx(4 * 4.0 / 3600, abs=1e-4)
+    assert info["skipped"] == []
+    assert sorted(p.name for p in out.glob("*.tfrecord")) == [
+        "test-00000-of-00001.tfrecord", "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord",
+        "valid-00000-of-00001.tfrecord"]
+    song = _read_split(out, "test")[0]
+    # 4 s = 88200 samples -> 1 + 88200 // 2048 = 44 frames; frame i is centred at i * 2048 / 22050 s.
+    frames = 1 + 4 * SR // FEATURES.hop_length
+    assert song["spectrogram"].shape == (frames, FEATURES.n_bins)
+    times = np.arange(frames) * FEATURES.hop_length / SR
+    expected = np.where(times < 2.0, LARGE.encode("C:maj"), LARGE.encode("A:min"))
+    np.testing.assert_array_equal(song["chord"].numpy(), expected)
+    np.testing.assert_array_equal(song["root"].numpy(), np.where(times < 2.0, 0, 9))
+    assert song["song_id"].numpy().decode().startswith("album/song")
+    # The histogram counts frames of all four songs.
+    assert info["label_histogram"] == {"C:maj": 4 * int((times < 2.0).sum()), "A:min": 4 * int((times >= 2.0).sum())}
+    # The loudest bin of the first frame sung by C major is one of C4, E4, G4 (2 bins per semitone from C1).
+    loudest = int(np.argmax(song["spectrogram"].numpy()[5]))
+    assert loudest in {2 * (60 - 24), 2 * (64 - 24), 2 * (67 - 24)}
+
+
+def test_bad_inputs_are_skipped_and_listed_with_the_reason(songs, tmp_path):
+    bad = songs / "bad"
+    bad.mkdir()
+    (bad / "garbage.wav").write_bytes(b"this is not audio at all" * 10)
+    (bad / "garbage.lab").write_text("0 1 C:maj\n")
+    sf.write(bad / "empty.wav", np.zeros(0, np.float32), SR)
+    (bad / "empty.lab").write_text("0 1 C:maj\n")
+    _song(bad, "nolabel")
+    os.remove(bad / "nolabel.lab")
+    _song(bad, "malformed")
+    (bad / "malformed.lab").write_text("0.0 2.0 C:maj\n2.0 4.0 C:notachord\n")
+    _song(bad, "toolong")
+    (bad / "toolong.lab").write_text("0.0 2.0 C:maj\n2.0 9.0 A:min\n")
+    name = os.fsencode(bad) + b"/caf\xe9"  # Latin-1, not UTF-8
+    with open(name + b".wav", "wb") as f:
+        f.write((songs / "album" / "song0.wav").read_bytes())
+    with open(name + b".lab", "wb") as f:
+        f.write(b"0.0 4.0 C:maj\n")
+    out = tmp_path / "out"
+    info = preparation.prepare_dataset(songs, out, FEATURES, preparation.PrepareConfig(workers=1), progress=False)
+    assert sum(v["songs"] for v in info["splits"].values()) == 4
+    reasons = {item["input"].rsplit("/", 1)[1]: item["reason"] for item in info["skipped"]}
+    assert sorted(reasons) == ["caf\\xe9.wav", "empty.wav", "garbage.wav", "malformed.wav", "nolabel.wav",
+                               "toolong.wav"]
+    assert "not valid UTF-8" in reasons["caf\\xe9.wav"]
+    assert "no samples" in reasons["empty.wav"]
+    assert "garbage.wav" in reasons["garbage.wav"]
+    assert "no annotation" in reasons["nolabel.wav"]
+    assert "malformed.lab:2" in reasons["malformed.wav"] and "C:notachord" in reasons["malformed.wav"]
+    assert "ends at 9.00 s, after the audio" in reasons["toolong.wav"]
+    # dataset.json is plain JSON, whatever the file names were.
+    assert json.loads((out / "dataset.json").read_text())["skipped"] == info["skipped"]
+
+
+def test_rerun_skips_complete_shards_and_redoes_an_interrupted_one(songs, tmp_path):
+    out = tmp_path / "out"
+    config = preparation.PrepareConfig(songs_per_shard=1, workers=1)
+    preparation.prepare_dataset(songs, out, FEATURES, config, progress=False)
+    shards = sorted(out.glob("*.tfrecord"))
+    before = {p.name: p.stat().st_mtime_ns for p in shards}
+    # An interrupted run: one shard never got renamed into place, a temporary is left behind.
+    victim = shards[0]
+    (out / f".{victim.name}.incomplete").write_bytes(b"half")
+    victim.unlink()
+    (out / records.DATASET_INFO).unlink()
+    info = preparation.prepare_dataset(songs, out, FEATURES, config, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
+    assert sorted(after) == sorted(before)
+    assert [n for n in after if after[n] != before[n]] == [victim.name]
+    assert not list(out.glob(".*incomplete"))
+    assert sum(v["songs"] for v in info["splits"].values()) == 4
+
+
+def test_other_features_into_the_same_folder_are_refused(songs, tmp_path):
+    out = tmp_path / "out"
+    preparation.prepare_dataset(songs, out, FEATURES, preparation.PrepareConfig(workers=1), progress=False)
+    with pytest.raises(ValueError, match="other features"):
+        preparation.prepare_dataset(songs, out, FeatureConfig(hop_length=1024), preparation.PrepareConfig(workers=1),
+                                    progress=False)
+
+
+def test_split_assignment_is_deterministic_and_order_free():
+    inputs = [preparation.SongInput(f"s{i:02d}", f"/a/s{i:02d}.wav", f"/a/s{i:02d}.lab") for i in range(20)]
+    a = preparation.assign_splits(inputs, (0.8, 0.1, 0.1), seed=3)
+    b = preparation.assign_splits(list(reversed(inputs)), (0.8, 0.1, 0.1), seed=3)
+    assert a == b
+    assert [len(a[s]) for s in records.SPLITS] == [16, 2, 2]
+    c = preparation.assign_splits(inputs, (0.8, 0.1, 0.1), seed=4)
+    assert c["test"] != a["test"]
+
+
+def test_manifest_splits_are_kept_and_bad_splits_named(songs, tmp_path):
+    manifest = songs / "manifest.csv"
+    manifest.write_text("audio,annotation,split\nalbum/song0.wav,album/song0.lab,test\n"
+                        "album/song1.flac,album/song1.lab,train\nalbum/song2.wav,album/song2.lab,valid\n")
+    inputs = preparation.find_inputs(manifest)
+    assert [(s.song_id, s.split) for s in inputs] == [("album/song0", "test"), ("album/song1", "train"),
+                                                      ("album/song2", "valid")]
+    manifest.write_text("audio,annotation,split\nalbum/song0.wav,album/song0.lab,holdout\n")
+    with pytest.raises(ValueError, match="manifest.csv:2: split 'holdout'"):
+        preparation.find_inputs(manifest)
+
+
+def test_cli_prepares_into_root_and_name(songs, tmp_path, capsys):
+    code = prepare.main([str(songs), "--root", str(tmp_path / "tfrecords"), "--name", "mine", "--workers", "1",
+                         "--no-progress"])
+    assert code == 0
+    assert (tmp_path / "tfrecords" / "mine" / "dataset.json").exists()
+    assert "prepared" in capsys.readouterr().out
+    assert prepare.main([str(tmp_path / "nothing-here"), "--no-progress"]) == 2
+
+
+def test_sharded_jobs_plus_merge_equal_a_single_run(songs, tmp_path):
+    single, split = tmp_path / "single", tmp_path / "split"
+    config = dict(songs_per_shard=1, workers=1)
+    preparation.prepare_dataset(songs, single, FEATURES, preparation.PrepareConfig(**config), progress=False)
+    for job in range(2):
+        assert preparation.prepare_dataset(songs, split, FEATURES, preparation.PrepareConfig(
+            job_index=job, num_jobs=2, **config), progress=False) is None
+    merged = preparation.merge_dataset(split)
+    expected = records.read_dataset_info(single)
+    for key in ("splits", "label_histogram", "skipped", "total_hours"):
+        assert merged[key] == expected[key]
+    for shard in sorted(p.name for p in single.glob("*.tfrecord")):
+        assert (single / shard).read_bytes() == (split / shard).read_bytes()
+
+
+def test_merge_refuses_while_a_job_has_not_finished(songs, tmp_path):
+    config = preparation.PrepareConfig(songs_per_shard=1, workers=1, job_index=0, num_jobs=2)
+    preparation.prepare_dataset(songs, tmp_path / "o", FEATURES, config, progress=False)
+    with pytest.raises(ValueError, match="shards not yet complete"):
+        preparation.merge_dataset(tmp_path / "o")
