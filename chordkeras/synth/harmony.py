@@ -155,8 +155,13 @@ class SongPlan:
     flats: bool
 
     @property
+    def music_end(self) -> float:
+        """Seconds at which the last segment ends."""
+        return float(self.time(self.segments[-1].end_beat))
+
+    @property
     def duration(self) -> float:
-        return float(self.beat_times[-1] + self.tail)
+        return self.music_end + self.tail
 
     def time(self, beat: float | np.ndarray) -> float | np.ndarray:
         """Seconds of a (fractional) beat position, interpolated inside the tempo map."""
@@ -168,7 +173,7 @@ class SongPlan:
         for seg in self.segments:
             label = "N" if seg.chord is None else seg.chord.label(self.flats)
             spans.append((float(self.time(seg.start_beat)), float(self.time(seg.end_beat)), label))
-        spans.append((float(self.beat_times[-1]), self.duration, "N"))
+        spans.append((self.music_end, self.duration, "N"))
         merged: list[tuple[float, float, str]] = []
         for start, end, label in spans:
             if end - start <= 1e-9:
@@ -429,7 +434,10 @@ def plan_song(rng: np.random.Generator, target_seconds: float) -> SongPlan:
         add(None, float(beats_per_bar * rng.integers(1, 3)), "intro", tonic, minor, True)
     modulate_at = len(form) - 1 if rng.random() < 0.15 else None
     step = 0
-    while beat * beat_seconds < music_seconds:
+    final_beats = float(beats_per_bar * (1 if rng.random() < 0.6 else 2))
+    limit = music_seconds - final_beats * beat_seconds     # room left for the closing tonic
+    done = False
+    while not done:
         name = form[step % len(form)]
         if name not in progressions:
             if name == "bridge" and rng.random() < 0.2:
@@ -441,30 +449,28 @@ def plan_song(rng: np.random.Generator, target_seconds: float) -> SongPlan:
         if modulate_at is not None and step >= modulate_at:
             key = (key + int(rng.choice([1, 2]))) % 12 if step == modulate_at else segments[-1].key
         chords, beats = progressions[name]
-        loop_beats = sum(beats)
-        repeats = max(1, int(round(4 * beats_per_bar * (2 if rng.random() < 0.5 else 1) / loop_beats)))
+        repeats = max(1, int(round(4 * beats_per_bar * (2 if rng.random() < 0.5 else 1) / sum(beats))))
         for r in range(repeats):
             for k, (chord, d) in enumerate(zip(chords, beats)):
-                if beat * beat_seconds >= music_seconds and k % 2 == 0:
+                if (beat + d) * beat_seconds > limit and sum(s.chord is not None for s in segments) >= 2:
+                    done = True
                     break
                 add(Chord((key + chord[0]) % 12, chord[1], chord[2]), d, name, key, is_minor, r == 0 and k == 0)
-            if beat * beat_seconds >= music_seconds:
+            if done:
                 break
-        if rng.random() < 0.12 and beat * beat_seconds < music_seconds:
+        if not done and rng.random() < 0.12 and (beat + 2 * beats_per_bar) * beat_seconds < limit:
             add(None, float(beats_per_bar * rng.integers(1, 3)), "break", key, is_minor, True)
         step += 1
-    # End on the tonic, held for one or two bars.
+    # End on the tonic (a repeat of the last chord when that already is the tonic triad).
     key, is_minor = segments[-1].key, segments[-1].minor
     final_quality = "maj" if not is_minor or rng.random() < 0.15 else "min"
     last = segments[-1].chord
     final = Chord(key, final_quality)
     if last is not None and last.root == key and last.quality in ("maj", "min") and last.bass == 0:
-        segments[-1] = dataclasses.replace(segments[-1], beats=segments[-1].beats + beats_per_bar)
-        beat += beats_per_bar
-    else:
-        add(final, float(beats_per_bar * rng.integers(1, 3)), "outro", key, is_minor, False)
+        final = last
+    add(final, final_beats, "outro", key, is_minor, False)
 
-    total_beats = int(round(beat))
+    total_beats = int(np.ceil(beat - 1e-9))
     # Tempo map: a slow random drift of up to a few percent, and sometimes a final ritardando.
     drift = np.cumsum(rng.normal(0, 0.004, total_beats))
     drift -= np.linspace(0, drift[-1], total_beats) if total_beats > 1 else 0

@@ -1,0 +1,256 @@
+"""Synthetic songs: labels parse, agree with the rendered audio in pitch and time, and are reproducible."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import warnings
+
+import mir_eval
+import numpy as np
+import pytest
+import soundfile
+
+from chordkeras import annotations
+from chordkeras.synth import cli, generate, harmony, render
+from chordkeras.synth.harmony import Chord
+
+SONG_MINUTES = 20 / 60
+FRAME_SECONDS = 2048 / 22050   # one feature frame (~93 ms)
+
+
+def chroma(audio: np.ndarray, sample_rate: int, n_fft: int = 8192, hop: int = 512):
+    """Pitch-class energy per STFT frame from bins near equal-tempered pitches (100 Hz - 5 kHz)."""
+    audio = np.pad(audio.astype(np.float64), (n_fft // 2, n_fft // 2))
+    frames = 1 + (len(audio) - n_fft) // hop
+    index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    power = np.abs(np.fft.rfft(audio[index] * np.hanning(n_fft), axis=1)) ** 2
+    freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
+    pitch = 12 * np.log2(np.maximum(freqs, 1.0) / 440.0) + 69
+    keep = (freqs > 100) & (freqs < 5000) & (np.abs(pitch - np.round(pitch)) < 0.3)
+    pcs = np.round(pitch[keep]).astype(int) % 12
+    out = np.stack([power[:, keep][:, pcs == pc].sum(1) for pc in range(12)], axis=1)
+    return np.arange(frames) * hop / sample_rate, out
+
+
+def chord_mask(label: str) -> np.ndarray:
+    root, bits, _ = mir_eval.chord.encode(label)
+    return np.roll(bits, root).astype(bool)
+
+
+def chord_share(times, energy, start, end, label) -> float:
+    """Fraction of the pitch-class energy in [start, end) that falls on the chord's pitch classes."""
+    inside = (times >= start) & (times < end)
+    e = energy[inside].sum(0)
+    return float(e[chord_mask(label)].sum() / max(e.sum(), 1e-12))
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return render.load_renderer()
+
+
+@pytest.fixture(scope="module")
+def songs(renderer):
+    return [generate.make_song(11, i, renderer, SONG_MINUTES) for i in range(4)]
+
+
+def test_soundfont_renderer_is_available(renderer):
+    assert renderer.name == render.SOUNDFONT_RENDERER
+    assert renderer.soundfont == render.default_soundfont()
+
+
+def test_harte_labels_from_chords():
+    assert Chord(0, "maj", 4).label() == "C:maj/3"
+    assert Chord(0, "maj", 7).label() == "C:maj/5"
+    assert Chord(0, "7", 10).label() == "C:7/b7"
+    assert Chord(3, "min7", 3).label(flats=True) == "Eb:min7/b3"
+    assert Chord(3, "min7").label(flats=False) == "D#:min7"
+    for quality, intervals in harmony.QUALITY_INTERVALS.items():
+        for bass in (0,) + harmony._INVERSIONS.get(quality, ()):
+            root, bits, bass_degree = mir_eval.chord.encode(Chord(2, quality, bass).label())
+            assert root == 2 and bass_degree == bass
+            assert tuple(np.flatnonzero(bits)) == intervals
+
+
+def test_plans_cover_the_vocabulary_with_valid_timing():
+    quality_seconds = collections.Counter()
+    inversions = 0.0
+    for i in range(120):
+        rng = generate.song_rng(0, i)
+        plan = harmony.plan_song(rng, float(rng.uniform(60, 240)))
+        labels = plan.labels()
+        assert labels[0][0] == 0.0 and labels[0][2] == "N" and labels[-1][2] == "N"
+        assert labels[-1][1] == pytest.approx(plan.duration)
+        for (_, end, _), (start, _, _) in zip(labels, labels[1:]):
+            assert start == pytest.approx(end)
+        for start, end, label in labels:
+            mir_eval.chord.encode(label)
+            if label != "N":
+                quality_seconds[label.split(":")[1].split("/")[0]] += end - start
+                inversions += (end - start) * ("/" in label)
+        bar = plan.beats_per_bar
+        for seg in plan.segments[:-1]:
+            assert bar / 2 - 1e-9 <= seg.beats <= 2 * bar + 1e-9, seg
+        tempo = 60 / np.diff(plan.beat_times[: 2 * bar + 1]).mean()
+        assert 48 <= tempo <= 185
+    total = sum(quality_seconds.values())
+    assert set(quality_seconds) == set(harmony.QUALITY_INTERVALS)
+    assert (quality_seconds["maj"] + quality_seconds["min"]) / total > 0.5
+    assert 0.03 < inversions / total < 0.3
+
+
+def test_pitch_class_energy_follows_the_labels(songs):
+    shares = []
+    for song in songs:
+        times, energy = chroma(song.audio, song.sample_rate)
+        for start, end, label in song.labels:
+            if label != "N" and end - start > 0.4:
+                shares.append(chord_share(times, energy, start + 0.1, end - 0.1, label))
+    shares = np.array(shares)
+    assert len(shares) > 20
+    # 3-4 of 12 pitch classes hold most of the energy (harmonics, melody and drums take the rest).
+    assert np.median(shares) > 0.6
+    assert np.mean(shares > 0.4) > 0.85
+
+
+def _onset_times(audio: np.ndarray, sample_rate: int, hop: int = 256) -> np.ndarray:
+    """Peaks of a log-spectral-flux onset envelope."""
+    n_fft = 1024
+    frames = 1 + (len(audio) - n_fft) // hop
+    index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    mag = np.log1p(100 * np.abs(np.fft.rfft(audio[index] * np.hanning(n_fft), axis=1)))
+    flux = np.concatenate([[0.0], np.maximum(np.diff(mag, axis=0), 0).sum(1)])
+    threshold = np.median(flux) + 0.5 * flux.std()
+    peaks = [i for i in range(3, len(flux) - 3) if flux[i] == flux[i - 3:i + 4].max() and flux[i] > threshold]
+    return (np.array(peaks) * hop + n_fft / 2) / sample_rate
+
+
+def _changes(song):
+    """Boundaries between two chords at least 0.5 s long, neither one's pitch classes a subset of the other's."""
+    out = []
+    for (s0, e0, a), (s1, e1, b) in zip(song.labels, song.labels[1:]):
+        if "N" in (a, b) or e0 - s0 < 0.5 or e1 - s1 < 0.5:
+            continue
+        ma, mb = chord_mask(a), chord_mask(b)
+        if (ma & ~mb).any() and (mb & ~ma).any():
+            out.append((e0, a, b))
+    return out
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5])
+def test_chord_changes_line_up_with_the_audio(songs, shift):
+    """At every labelled change the audio has an onset within one frame and its chroma switches chord.
+
+    The shifted run is the control: labels moved by half a second must fail the same test.
+    """
+    switched, onset_hits, total = 0, 0, 0
+    for song in songs:
+        times, energy = chroma(song.audio, song.sample_rate, n_fft=4096, hop=256)
+        onsets = _onset_times(song.audio, song.sample_rate)
+        for boundary, before, after in _changes(song):
+            boundary += shift
+            total += 1
+            onset_hits += np.min(np.abs(onsets - boundary)) <= FRAME_SECONDS
+            pre = energy[(times > boundary - 0.4) & (times < boundary - FRAME_SECONDS)].sum(0)
+            post = energy[(times > boundary + FRAME_SECONDS) & (times < boundary + 0.4)].sum(0)
+            fits = lambda e, label: e[chord_mask(label)].sum() / max(e.sum(), 1e-12)  # noqa: E731
+            switched += fits(pre, before) > fits(pre, after) and fits(post, after) > fits(post, before)
+    assert total >= 10
+    if shift == 0.0:
+        assert onset_hits / total > 0.9
+        assert switched / total > 0.8
+    else:
+        assert switched / total < 0.5
+
+
+def test_audio_and_labels_have_the_same_length(songs):
+    for song in songs:
+        assert song.sample_rate == 22050
+        assert song.audio.dtype == np.float32 and np.max(np.abs(song.audio)) < 1.0
+        assert song.labels[-1][1] == pytest.approx(len(song.audio) / song.sample_rate)
+        assert 10 < len(song.audio) / song.sample_rate < 35
+
+
+def test_same_seed_same_song_other_seed_other_song(renderer, songs):
+    again = generate.make_song(11, 0, renderer, SONG_MINUTES)
+    assert np.array_equal(again.audio, songs[0].audio)
+    assert again.labels == songs[0].labels
+    other = generate.make_song(12, 0, renderer, SONG_MINUTES)
+    assert other.labels != songs[0].labels
+    assert [s.labels for s in songs[1:]] != [songs[0].labels] * 3
+
+
+def _read_manifest(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_generate_songs_writes_a_manifest_and_resumes(tmp_path):
+    manifest = generate.generate_songs(tmp_path, 2, seed=5, minutes_per_song=0.15, workers=1)
+    assert manifest == tmp_path / "manifest.csv"
+    rows = _read_manifest(manifest)
+    assert [set(r) for r in rows] == [{"audio", "annotation"}] * 2
+    for row in rows:
+        audio, rate = soundfile.read(tmp_path / row["audio"], dtype="float32")
+        segments = annotations.load_annotation(tmp_path / row["annotation"])
+        assert rate == 22050
+        assert segments[-1].end == pytest.approx(len(audio) / rate, abs=1e-5)
+    assert json.loads((tmp_path / "synth.json").read_text())["renderer"] == render.SOUNDFONT_RENDERER
+
+    first = (tmp_path / "song_00001.flac").read_bytes()
+    stamp = (tmp_path / "song_00000.flac").stat().st_mtime_ns
+    (tmp_path / "song_00001.lab").unlink()
+    generate.generate_songs(tmp_path, 3, seed=5, minutes_per_song=0.15, workers=1)
+    assert (tmp_path / "song_00000.flac").stat().st_mtime_ns == stamp           # complete: skipped
+    assert (tmp_path / "song_00001.flac").read_bytes() == first                 # incomplete: redone, identical
+    assert len(_read_manifest(manifest)) == 3
+    assert not list(tmp_path.glob(".*tmp"))
+    with pytest.raises(ValueError, match="other settings"):
+        generate.generate_songs(tmp_path, 3, seed=6, minutes_per_song=0.15, workers=1)
+
+
+def test_worker_count_does_not_change_the_songs(tmp_path):
+    one = generate.generate_songs(tmp_path / "one", 2, seed=9, minutes_per_song=0.1, workers=1, audio_format="wav")
+    two = generate.generate_songs(tmp_path / "two", 2, seed=9, minutes_per_song=0.1, workers=2, audio_format="wav")
+    for row in _read_manifest(one):
+        for column in ("audio", "annotation"):
+            assert (one.parent / row[column]).read_bytes() == (two.parent / row[column]).read_bytes()
+
+
+def test_additive_fallback_renders_the_chords(monkeypatch):
+    def broken(*args, **kwargs):
+        raise ImportError("no SoundFont synthesiser")
+
+    monkeypatch.setattr(render, "SoundFontRenderer", broken)
+    with pytest.warns(RuntimeWarning, match="additive-synthesis fallback"):
+        fallback = render.load_renderer()
+    assert isinstance(fallback, render.AdditiveRenderer)
+    with pytest.raises(ValueError, match="cannot render"):
+        render.load_renderer("/nonexistent/font.sf2")
+
+    song = generate.make_song(3, 0, fallback, SONG_MINUTES)
+    times, energy = chroma(song.audio, song.sample_rate)
+    shares = [chord_share(times, energy, s + 0.1, e - 0.1, label)
+              for s, e, label in song.labels if label != "N" and e - s > 0.4]
+    assert np.sqrt(np.mean(song.audio**2)) > 1e-3
+    assert np.median(shares) > 0.6
+
+
+def test_explicit_soundfont_must_load(tmp_path):
+    bad = tmp_path / "broken.sf2"
+    bad.write_bytes(b"RIFF0000sfbk")
+    with pytest.raises(ValueError, match="cannot render with SoundFont"):
+        render.load_renderer(bad)
+
+
+def test_cli_writes_songs(tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cli.main(["--out", str(tmp_path), "--songs", "1", "--seed", "2", "--minutes-per-song", "0.1",
+                  "--workers", "1", "--format", "wav"])
+    assert "manifest:" in capsys.readouterr().out
+    rows = _read_manifest(tmp_path / "manifest.csv")
+    assert rows == [{"audio": "song_00000.wav", "annotation": "song_00000.lab"}]
+    assert (tmp_path / "song_00000.wav").exists()
