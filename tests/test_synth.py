@@ -13,7 +13,7 @@ import pytest
 import soundfile
 
 from chordkeras import annotations
-from chordkeras.synth import cli, generate, harmony, render
+from chordkeras.synth import arrange, cli, generate, harmony, render
 from chordkeras.synth.harmony import Chord
 
 SONG_MINUTES = 20 / 60
@@ -254,3 +254,25 @@ def test_cli_writes_songs(tmp_path, capsys):
     rows = _read_manifest(tmp_path / "manifest.csv")
     assert rows == [{"audio": "song_00000.wav", "annotation": "song_00000.lab"}]
     assert (tmp_path / "song_00000.wav").exists()
+
+
+def test_arrangement_plays_chord_tones_inside_each_chord():
+    """Harmony parts sound only chord tones and stop by the end of their chord; bass starts on the bass note."""
+    for i in range(12):
+        rng = generate.song_rng(4, i)
+        plan = harmony.plan_song(rng, 40.0)
+        midi, arrangement = arrange.arrange(plan, rng)
+        spans = [(float(plan.time(s.start_beat)), float(plan.time(s.end_beat)), s.chord) for s in plan.segments]
+        harmony_parts = midi.instruments[: len(arrangement.harmony)]
+        for inst in harmony_parts:
+            for note in inst.notes:
+                start, end, chord = next(s for s in spans if s[0] - 0.05 <= note.start < s[1] - 0.02)
+                assert chord is not None and note.pitch % 12 in chord.pitch_classes
+                assert note.end <= end + 1e-6
+        if arrangement.bass is not None:
+            bass = midi.instruments[len(arrangement.harmony)]
+            for start, end, chord in spans:
+                if chord is not None:
+                    first = min((n for n in bass.notes if abs(n.start - start) < 1e-6), key=lambda n: n.start, default=None)
+                    assert first is not None and first.pitch % 12 == chord.bass_pc
+        assert 2 <= len(midi.instruments) <= 7
