@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import collections
 import csv
+import io
 import json
+import struct
 import warnings
 
 import mir_eval
 import numpy as np
+import pretty_midi
 import pytest
 import soundfile
 
 from chordkeras import annotations
-from chordkeras.synth import arrange, cli, generate, harmony, render
+from chordkeras.synth import arrange, cli, generate, harmony, render, soundfont
 from chordkeras.synth.harmony import Chord
 
 SONG_MINUTES = 20 / 60
@@ -276,3 +279,65 @@ def test_arrangement_plays_chord_tones_inside_each_chord():
                     first = min((n for n in bass.notes if abs(n.start - start) < 1e-6), key=lambda n: n.start, default=None)
                     assert first is not None and first.pitch % 12 == chord.bass_pc
         assert 2 <= len(midi.instruments) <= 7
+
+
+def _sf2_to_sf3(data: bytes, keep: int) -> bytes:
+    """Test helper: an SF3 made the way MuseScore's sftools does (Vorbis streams, byte offsets, relative loops).
+
+    Only the first `keep` samples are kept, the rest become short silent stubs, which keeps the test fast.
+    """
+    chunks = soundfont._chunks
+    lists = {data[o:o + 4]: (o + 4, o + s) for c, o, s in chunks(data, 12, len(data)) if c == b"LIST"}
+    smpl_offset = next(o for c, o, s in chunks(data, *lists[b"sdta"]) if c == b"smpl")
+    pdta = [(c, data[o:o + s]) for c, o, s in chunks(data, *lists[b"pdta"])]
+    shdr = next(p for c, p in pdta if c == b"shdr")
+    record = soundfont._SHDR_RECORD
+    def vorbis(pcm, rate):
+        buffer = io.BytesIO()
+        soundfile.write(buffer, pcm, rate, format="OGG", subtype="VORBIS")
+        return buffer.getvalue()
+
+    stubs = {}
+    streams, records, position = [], [], 0
+    count = len(shdr) // record.size
+    for k in range(count - 1):
+        name, start, end, loop_start, loop_end, rate, key, corr, link, kind = record.unpack_from(shdr, k * record.size)
+        if k < keep:
+            stream = vorbis(np.frombuffer(data, "<i2", count=end - start, offset=smpl_offset + 2 * start), rate)
+        else:
+            if rate not in stubs:
+                stubs[rate] = vorbis(np.zeros(64, np.int16), rate)
+            stream, loop_start, loop_end = stubs[rate], start + 8, start + 40
+        records.append(record.pack(name, position, position + len(stream), loop_start - start, loop_end - start,
+                                   rate, key, corr, link, kind | 0x10))
+        streams.append(stream)
+        position += len(stream)
+    records.append(shdr[-record.size:])
+    info = b"".join(soundfont._chunk(c, struct.pack("<HH", 3, 1) if c == b"ifil" else data[o:o + s])
+                    for c, o, s in chunks(data, *lists[b"INFO"]))
+    pdta_bytes = b"".join(soundfont._chunk(c, b"".join(records) if c == b"shdr" else p) for c, p in pdta)
+    body = (b"sfbk" + soundfont._chunk(b"LIST", b"INFO" + info)
+            + soundfont._chunk(b"LIST", b"sdta" + soundfont._chunk(b"smpl", b"".join(streams)))
+            + soundfont._chunk(b"LIST", b"pdta" + pdta_bytes))
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_sf3_soundfonts_are_converted_and_render_like_the_original(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHORDKERAS_CACHE", str(tmp_path / "cache"))
+    original = render.default_soundfont().read_bytes()
+    sf3 = tmp_path / "font.sf3"
+    sf3.write_bytes(_sf2_to_sf3(original, keep=48))
+    assert soundfont.is_sf3(sf3) and not soundfont.is_sf3(render.default_soundfont())
+
+    converted = soundfont.as_sf2(sf3)
+    assert converted.parent == tmp_path / "cache" / "soundfonts" and not soundfont.is_sf3(converted)
+    assert soundfont.as_sf2(sf3) == converted                                  # cached
+    midi = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(0)        # TimGM6mb's piano samples are numbers 39-47
+    piano.notes += [pretty_midi.Note(100, p, 0.1, 1.0) for p in (60, 64, 67)]
+    midi.instruments.append(piano)
+    ours = render.load_renderer(sf3).render(midi)[:, 0]
+    reference = render.SoundFontRenderer().render(midi)[:, 0]
+    assert len(ours) == len(reference)
+    correlation = np.corrcoef(ours, reference)[0, 1]
+    assert correlation > 0.95                                                   # Vorbis is lossy, not different

@@ -18,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder (created; existing finished songs are kept)")
     parser.add_argument("--songs", type=int, required=True, help="number of songs")
     parser.add_argument("--seed", type=int, default=0, help="run seed; song i depends only on (seed, i)")
-    parser.add_argument("--soundfont", default=None, help=".sf2 file (default: TimGM6mb.sf2 shipped with pretty_midi)")
+    parser.add_argument("--soundfont", default=None,
+                        help=".sf2 or .sf3 file (default: TimGM6mb.sf2 shipped with pretty_midi; .sf3 is converted once "
+                             "into $CHORDKERAS_CACHE or ~/.cache/chordkeras)")
     parser.add_argument("--minutes-per-song", type=float, default=None,
                         help="length of every song in minutes (default: 2-4 minutes, drawn per song)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")

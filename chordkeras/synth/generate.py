@@ -158,7 +158,8 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int, soundf
         out_dir: Output folder (created).
         num_songs: Number of songs.
         seed: Run seed (non-negative).
-        soundfont: .sf2 file; None uses pretty_midi's TimGM6mb.sf2 (additive fallback if no renderer loads).
+        soundfont: .sf2 or .sf3 file; None uses pretty_midi's TimGM6mb.sf2 (additive fallback if no
+            renderer loads).
         minutes_per_song: Length of every song; None draws 2-4 minutes per song.
         workers: Processes; None uses every available core.
         audio_format: "flac" or "wav".

@@ -19,6 +19,8 @@ import numpy as np
 import pretty_midi
 import scipy.signal
 
+from chordkeras.synth import soundfont as soundfont_files
+
 SOUNDFONT_RENDERER = "midirenderer"
 ADDITIVE_RENDERER = "additive"
 
@@ -35,7 +37,7 @@ def _midi_bytes(midi: pretty_midi.PrettyMIDI) -> bytes:
 
 
 class SoundFontRenderer:
-    """Renders MIDI with a .sf2 SoundFont through midirenderer (48 kHz stereo)."""
+    """Renders MIDI with a SoundFont through midirenderer (48 kHz stereo); SF3 files are converted to SF2 once."""
 
     name = SOUNDFONT_RENDERER
     sample_rate = 48000     # fixed by midirenderer
@@ -47,7 +49,7 @@ class SoundFontRenderer:
         if not self.soundfont.is_file():
             raise FileNotFoundError(f"SoundFont not found: {self.soundfont}")
         self._render = midirenderer.render_wave_from
-        self._bytes = self.soundfont.read_bytes()
+        self._bytes = soundfont_files.as_sf2(self.soundfont).read_bytes()
 
     def render(self, midi: pretty_midi.PrettyMIDI) -> np.ndarray:
         """Returns float32 [samples, 2] at `sample_rate`, ending at the MIDI's last event."""
