@@ -127,12 +127,14 @@ def frame_boundaries(frame_times: np.ndarray | float, num_frames: int, duration:
     """[num_frames + 1] boundary times: frame i covers [b[i], b[i + 1]).
 
     With a frame rate fr, frame i covers [(i - 0.5) / fr, (i + 0.5) / fr); with explicit centre
-    times, boundaries are the midpoints between centres. Either way clipped to [0, duration].
+    times, boundaries are the midpoints between centres. Either way clipped to [0, duration], and
+    the last frame ends at `duration`: with centred frames (1 + samples // hop of them) it is the
+    nearest frame to the last samples, which may lie up to half a hop beyond its half-frame.
 
     Args:
         frame_times: [num_frames] centre times in seconds, or a scalar frame rate in frames per second.
         num_frames: Number of frames.
-        duration: Audio duration in seconds; the last boundary is clipped to it when given.
+        duration: Audio duration in seconds; when given, the last boundary is set to it.
     """
     if np.ndim(frame_times) == 0:
         frame_rate = float(frame_times)
@@ -150,6 +152,7 @@ def frame_boundaries(frame_times: np.ndarray | float, num_frames: int, duration:
     bounds = np.maximum(bounds, 0.0)
     if duration is not None:
         bounds = np.minimum(bounds, float(duration))
+        bounds[-1] = float(duration)
     return bounds
 
 
@@ -169,7 +172,7 @@ def frames_to_segments(
         frame_times: [frames] centre times in seconds, or a scalar frame rate (frame i centred at
             i / frame_rate); see `frame_boundaries`.
         class_names: Harte label of each class index.
-        duration: Audio duration in seconds; segments are clipped to [0, duration].
+        duration: Audio duration in seconds; segments then cover exactly [0, duration].
 
     Returns:
         Segments in time order; empty (zero-length after clipping) segments are dropped.

@@ -378,8 +378,13 @@ def folder_pairs(reference_dir: str | os.PathLike, estimate_dir: str | os.PathLi
     return pairs, missing, unmatched
 
 
-def _reference_labels(chord: np.ndarray, root: np.ndarray, bass: np.ndarray) -> list[str]:
-    """Harte labels of record frames: large-vocabulary class plus the bass as an inversion."""
+def record_labels(chord: np.ndarray, root: np.ndarray, bass: np.ndarray) -> list[str]:
+    """Harte labels of record frames: the large-vocabulary class name, with the bass as an inversion.
+
+    Args:
+        chord: Large-vocabulary classes [frames].
+        root, bass: Pitch classes [frames] (12 = none), as stored in records.
+    """
     from chordkeras import vocab
 
     names = vocab.get_vocabulary("large").class_names
@@ -457,7 +462,7 @@ def evaluate_model_on_records(
         probs = model.spectrogram_probabilities(song["spectrogram"])
         path = decode_lib.decode(probs, decode, self_transition)
         estimate = decode_lib.frames_to_segments(path, probs, frame_rate, model.class_names, duration)
-        labels = _reference_labels(song["chord"], song["root"], song["bass"])
+        labels = record_labels(song["chord"], song["root"], song["bass"])
         names = sorted(set(labels))
         index = {name: i for i, name in enumerate(names)}
         reference = decode_lib.frames_to_segments([index[x] for x in labels], None, frame_rate, names, duration)

@@ -3,11 +3,11 @@
     python -m chordkeras.predict MODEL AUDIO... [--out DIR] [--format lab|jams|csv]
         [--decode viterbi|argmax] [--self-transition P] [--plot]
 
-MODEL is an export folder (saved_model/ + model_card.json: features are computed inside the graph)
-or a `.keras` file with model_card.json next to it (features computed here with
-`chordkeras.features`). Audio of any length is read and analysed in overlapping windows, so memory
-stays bounded; window probabilities are stitched at frame level, each frame taken from the window
-in which it lies farthest from an edge.
+MODEL is an export folder (saved_model/, model.keras, model_card.json) or a `.keras` file with
+model_card.json next to it. Audio of any length is read span by span: features are computed in
+chunks with enough context to match the whole-song spectrogram, and the network runs over
+overlapping windows stitched at frame level (each frame taken from the window in which it lies
+farthest from an edge), so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -31,10 +31,16 @@ from chordkeras.config import FeatureConfig, feature_config_from_dict
 # A chord lasts about 2 s (20 frames): staying is far likelier than switching. Chosen on the
 # validation songs of the built-in dataset (see the README's decoding section).
 DEFAULT_SELF_TRANSITION = 0.9
-DEFAULT_WINDOW_SECONDS = 60.0
+# Network windows: the Keras backend batches many short windows (see KerasChordModel); the
+# SavedModel takes one window per call, so longer ones pay less per-call overhead. The overlap
+# gives each kept frame at least half of it as context on both sides.
+DEFAULT_WINDOW_SECONDS = {"keras": 20.0, "saved_model": 60.0}
 DEFAULT_OVERLAP_SECONDS = 5.0
-# Windows analysed in one batch by the Keras backend (memory grows with it).
-WINDOWS_PER_BATCH = 4
+# Frames per network call (bounds the memory of the activations).
+MAX_BATCH_FRAMES = 4096
+# Audio analysed per feature step, and the context read on both sides of it for the resampler.
+FEATURE_CHUNK_SECONDS = 120.0
+RESAMPLER_CONTEXT_SECONDS = 1.0
 OUTPUT_FORMATS = ("lab", "jams", "csv")
 MODEL_CARD = "model_card.json"
 SAVED_MODEL = "saved_model"
@@ -94,33 +100,49 @@ class SoundFileSource(AudioSource):
     def __init__(self, path: str | os.PathLike):
         import soundfile
 
-        self._file = soundfile.SoundFile(os.fspath(path))
+        self.path = os.fspath(path)
+        self._file = soundfile.SoundFile(self.path)
         self.sample_rate = int(self._file.samplerate)
         self.num_samples = int(self._file.frames)
 
     def read(self, start: int, stop: int) -> np.ndarray:
+        from chordkeras.audio import AudioError
+
         start, stop = max(0, start), min(stop, self.num_samples)
         if stop <= start:
             return np.zeros(0, dtype=np.float32)
         self._file.seek(start)
         data = self._file.read(stop - start, dtype="float32", always_2d=True)
-        return data.mean(axis=1, dtype=np.float32)
+        mono = data.mean(axis=1, dtype=np.float32)
+        if not np.all(np.isfinite(mono)):
+            raise AudioError(self.path, f"non-finite samples (NaN or infinity) between samples {start} and {stop}")
+        return mono
 
     def close(self) -> None:
         self._file.close()
 
 
 def open_audio(path: str | os.PathLike, fallback_rate: int) -> AudioSource:
-    """Opens a file for span reads; formats libsndfile cannot read are decoded whole by
-    `chordkeras.audio.load_audio` at `fallback_rate`."""
+    """Opens a file for span reads.
+
+    Files libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, ...) are read span by span; anything else
+    is decoded whole by `chordkeras.audio.load_audio` at `fallback_rate`.
+
+    Raises:
+        chordkeras.audio.AudioError: missing, unreadable or empty file.
+    """
     import soundfile
 
-    try:
-        return SoundFileSource(path)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError):
-        from chordkeras import audio
+    from chordkeras import audio
 
-        return ArraySource(audio.load_audio(os.fspath(path), fallback_rate), fallback_rate)
+    try:
+        source: AudioSource = SoundFileSource(path)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError):
+        source = ArraySource(audio.load_audio(os.fspath(path), fallback_rate), fallback_rate)
+    if source.num_samples == 0:
+        source.close()
+        raise audio.AudioError(path, "contains no samples (zero length)")
+    return source
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +192,7 @@ class ChordModel:
         features: The FeatureConfig the model was trained with.
         card: The model card (dict).
         path: Where the model was loaded from.
+        window_frames, overlap_frames: Analysis windows of the network.
     """
 
     def __init__(self, path: pathlib.Path, card: dict[str, Any], window_seconds: float, overlap_seconds: float):
@@ -180,6 +203,7 @@ class ChordModel:
         frame_rate = self.features.frame_rate
         self.window_frames = max(2, int(round(window_seconds * frame_rate)))
         self.overlap_frames = int(round(overlap_seconds * frame_rate))
+        self._spectrogram_fn = None
 
     @property
     def description(self) -> str:
@@ -188,39 +212,55 @@ class ChordModel:
         return f"chordkeras {architecture} ({self.card.get('vocabulary', '?')} vocabulary)"
 
     def num_frames(self, source: AudioSource) -> int:
-        """Frames the model gives for a whole source: the resampled length, then centred frames."""
+        """Frames of a whole source: its length resampled to the model's rate, then centred frames."""
         resampled = (source.num_samples * self.features.sample_rate + source.sample_rate // 2) // source.sample_rate
         return self.features.num_frames(resampled)
 
-    def _chunks(self, source: AudioSource, windows: Sequence[Window]) -> Iterator[np.ndarray]:
-        """The source samples under each window (frames start .. start + length)."""
-        hop, model_rate, rate = self.features.hop_length, self.features.sample_rate, source.sample_rate
-        for w in windows:
-            first = round(w.start * hop * rate / model_rate)
-            last = round((w.start + w.length) * hop * rate / model_rate)
-            yield source.read(first, min(last, source.num_samples))
+    def _read_frames(self, source: AudioSource, first: int, stop: int) -> np.ndarray:
+        """Source samples under frames [first, stop): model-rate samples [first, stop) * hop."""
+        scale = self.features.hop_length * source.sample_rate / self.features.sample_rate
+        return source.read(round(first * scale), min(round(stop * scale), source.num_samples))
+
+    def source_spectrogram(self, source: AudioSource) -> np.ndarray:
+        """The log-frequency spectrogram float32 [frames, n_bins] of a source, chunk by chunk.
+
+        Each chunk is read with a margin of context on both sides (the longest STFT window and a
+        second for the resampler), so the result matches the whole-song spectrogram.
+        """
+        import tensorflow as tf
+
+        from chordkeras import features as features_lib
+
+        config = self.features
+        if self._spectrogram_fn is None:
+
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int32)])
+            def spectrogram_fn(audio, sample_rate):
+                return features_lib.log_spectrogram(features_lib.resample(audio, sample_rate, config.sample_rate), config)
+
+            self._spectrogram_fn = spectrogram_fn
+        total = self.num_frames(source)
+        margin = math.ceil(config.max_fft / 2 / config.hop_length) + math.ceil(RESAMPLER_CONTEXT_SECONDS * config.frame_rate)
+        chunk_frames = max(1, int(round(FEATURE_CHUNK_SECONDS * config.frame_rate)))
+        spectrogram = np.empty((total, config.n_bins), dtype=np.float32)
+        for first in range(0, total, chunk_frames):
+            stop = min(total, first + chunk_frames)
+            read_first, read_stop = max(0, first - margin), min(total, stop + margin)
+            chunk = self._read_frames(source, read_first, read_stop)
+            values = self._spectrogram_fn(chunk, np.int32(source.sample_rate)).numpy()
+            spectrogram[first:stop] = _fit_frames(values, stop - read_first)[first - read_first : stop - read_first]
+        return spectrogram
 
     def source_probabilities(
         self, source: AudioSource, with_spectrogram: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Chord probabilities of a whole source, window by window.
+        """Chord probabilities of a whole source.
 
         Returns:
             probabilities float32 [frames, classes], frame_times float64 [frames] (seconds),
             and the spectrogram float32 [frames, n_bins] when asked for (else None).
         """
-        total = self.num_frames(source)
-        windows = plan_windows(total, self.window_frames, self.overlap_frames)
-        probs = np.zeros((total, len(self.class_names)), dtype=np.float32)
-        spectrogram = np.zeros((total, self.features.n_bins), dtype=np.float32) if with_spectrogram else None
-        for batch_windows, outputs in self._analyse(source, windows, with_spectrogram):
-            for w, (window_probs, window_spec) in zip(batch_windows, outputs):
-                lo, hi = w.keep_start - w.start, w.keep_stop - w.start
-                probs[w.keep_start : w.keep_stop] = _fit_frames(window_probs, hi)[lo:hi]
-                if spectrogram is not None:
-                    spectrogram[w.keep_start : w.keep_stop] = _fit_frames(window_spec, hi)[lo:hi]
-        frame_times = np.arange(total, dtype=np.float64) / self.features.frame_rate
-        return probs, frame_times, spectrogram
+        raise NotImplementedError
 
     def probabilities(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
         """Chord probabilities of in-memory audio (any rate, mono or stereo).
@@ -231,74 +271,58 @@ class ChordModel:
         probs, frame_times, _ = self.source_probabilities(ArraySource(audio, sample_rate))
         return probs, frame_times
 
-    def _analyse(self, source, windows, with_spectrogram):
-        """Yields (windows, [(probabilities, spectrogram or None), ...]) batch by batch."""
-        raise NotImplementedError
+    def frame_times(self, num_frames: int) -> np.ndarray:
+        return np.arange(num_frames, dtype=np.float64) / self.features.frame_rate
 
 
 def _fit_frames(values: np.ndarray, frames: int) -> np.ndarray:
     """Pads (repeating the last row) or trims to `frames` rows; resampling rounding can differ by one."""
     if len(values) >= frames:
-        return values
+        return values[:frames]
     if len(values) == 0:
-        raise ValueError("the model returned no frames for a window")
+        raise ValueError("no frames computed for a chunk of audio")
     return np.concatenate([values, np.repeat(values[-1:], frames - len(values), axis=0)])
 
 
 class KerasChordModel(ChordModel):
-    """A `.keras` model (spectrogram in, logits dict out); features are computed here in TF."""
+    """A `.keras` model (spectrogram in, logits dict out).
+
+    Features are computed here with `chordkeras.features` (the ops the SavedModel runs), in chunks;
+    the network then sees short overlapping windows, many per batch: its recurrent layers run
+    over a window's frames one after another, so a batch of short windows is far faster than one
+    long sequence.
+    """
 
     def __init__(self, path, card, window_seconds, overlap_seconds):
         super().__init__(path, card, window_seconds, overlap_seconds)
         import keras
         import tensorflow as tf
 
-        from chordkeras import features as features_lib
+        import chordkeras.model  # noqa: F401  (registers the custom layers for deserialisation)
 
-        try:  # registers the custom layers and model class for deserialisation
-            import chordkeras.model  # noqa: F401
-        except ImportError:
-            pass
         self.keras_model = keras.saving.load_model(str(path), compile=False)
-        config = self.features
-        n_bins = config.n_bins
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, n_bins], tf.float32)])
+        @tf.function(input_signature=[tf.TensorSpec([None, None, self.features.n_bins], tf.float32)])
         def from_spectrogram(spectrogram):
             logits = self.keras_model(spectrogram, training=False)["chord"]
             return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32)])
-        def from_audio(audio, sample_rate):
-            audio = features_lib.resample(audio, sample_rate, config.sample_rate)
-            spectrogram = features_lib.log_spectrogram(audio, config)
-            return from_spectrogram(spectrogram), spectrogram
-
         self._from_spectrogram = from_spectrogram
-        self._from_audio = from_audio
 
-    def _analyse(self, source, windows, with_spectrogram):
-        chunks = self._chunks(source, windows)
-        for i in range(0, len(windows), WINDOWS_PER_BATCH):
-            batch_windows = windows[i : i + WINDOWS_PER_BATCH]
-            batch = [next(chunks) for _ in batch_windows]
-            width = max(len(c) for c in batch)
-            # Zero padding only ever extends the song's last window past its end (discarded frames).
-            audio = np.zeros((len(batch), width), dtype=np.float32)
-            for row, chunk in enumerate(batch):
-                audio[row, : len(chunk)] = chunk
-            probs, spectrogram = self._from_audio(audio, np.int32(source.sample_rate))
-            probs, spectrogram = probs.numpy(), spectrogram.numpy()
-            yield batch_windows, [(probs[r], spectrogram[r] if with_spectrogram else None) for r in range(len(batch))]
+    def source_probabilities(self, source, with_spectrogram=False):
+        spectrogram = self.source_spectrogram(source)
+        probs = self.spectrogram_probabilities(spectrogram)
+        return probs, self.frame_times(len(probs)), spectrogram if with_spectrogram else None
 
     def spectrogram_probabilities(self, spectrogram: np.ndarray) -> np.ndarray:
-        """Chord probabilities float32 [frames, classes] of a precomputed [frames, n_bins] spectrogram."""
+        """Chord probabilities float32 [frames, classes] of a [frames, n_bins] spectrogram."""
         spectrogram = np.asarray(spectrogram, dtype=np.float32)
         total = len(spectrogram)
         windows = plan_windows(total, self.window_frames, self.overlap_frames)
+        per_batch = max(1, MAX_BATCH_FRAMES // max(1, windows[0].length))
         probs = np.zeros((total, len(self.class_names)), dtype=np.float32)
-        for i in range(0, len(windows), WINDOWS_PER_BATCH):
-            batch_windows = windows[i : i + WINDOWS_PER_BATCH]
+        for i in range(0, len(windows), per_batch):
+            batch_windows = windows[i : i + per_batch]
             batch = np.stack([spectrogram[w.start : w.start + w.length] for w in batch_windows])
             out = self._from_spectrogram(batch).numpy()
             for w, window_probs in zip(batch_windows, out):
@@ -307,7 +331,10 @@ class KerasChordModel(ChordModel):
 
 
 class SavedModelChordModel(ChordModel):
-    """The exported SavedModel: audio and sample rate in, probabilities out (features in the graph)."""
+    """The exported SavedModel: audio and sample rate in, probabilities out (features in the graph).
+
+    The signature takes one mono signal, so windows are analysed one call each.
+    """
 
     def __init__(self, path, card, window_seconds, overlap_seconds):
         super().__init__(path, card, window_seconds, overlap_seconds)
@@ -316,29 +343,18 @@ class SavedModelChordModel(ChordModel):
         self._tf = tf
         self._loaded = tf.saved_model.load(str(path / SAVED_MODEL))  # keep a reference: signatures need it
         self._serve = self._loaded.signatures["serving_default"]
-        self._spectrogram_fn = None
 
-    def _spectrogram(self, chunk: np.ndarray, sample_rate: int) -> np.ndarray:
-        # Only for pictures: the SavedModel does not return its spectrogram.
-        if self._spectrogram_fn is None:
-            tf = self._tf
-            from chordkeras import features as features_lib
-
-            config = self.features
-
-            @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int32)])
-            def spectrogram_fn(audio, rate):
-                return features_lib.log_spectrogram(features_lib.resample(audio, rate, config.sample_rate), config)
-
-            self._spectrogram_fn = spectrogram_fn
-        return self._spectrogram_fn(chunk, np.int32(sample_rate)).numpy()
-
-    def _analyse(self, source, windows, with_spectrogram):
+    def source_probabilities(self, source, with_spectrogram=False):
         tf = self._tf
-        for w, chunk in zip(windows, self._chunks(source, windows)):
+        total = self.num_frames(source)
+        probs = np.zeros((total, len(self.class_names)), dtype=np.float32)
+        for w in plan_windows(total, self.window_frames, self.overlap_frames):
+            chunk = self._read_frames(source, w.start, w.start + w.length)
             out = self._serve(audio=tf.constant(chunk), sample_rate=tf.constant(source.sample_rate, tf.int32))
-            spectrogram = self._spectrogram(chunk, source.sample_rate) if with_spectrogram else None
-            yield [w], [(out["probabilities"].numpy(), spectrogram)]
+            lo, hi = w.keep_start - w.start, w.keep_stop - w.start
+            probs[w.keep_start : w.keep_stop] = _fit_frames(out["probabilities"].numpy(), hi)[lo:hi]
+        spectrogram = self.source_spectrogram(source) if with_spectrogram else None
+        return probs, self.frame_times(total), spectrogram
 
 
 def read_model_card(path: str | os.PathLike) -> dict[str, Any]:
@@ -348,10 +364,13 @@ def read_model_card(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+BACKENDS = ("auto", "keras", "saved_model")
+
+
 def load_chord_model(
     path: str | os.PathLike,
-    backend: str | None = None,
-    window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    backend: str = "auto",
+    window_seconds: float | None = None,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
 ) -> ChordModel:
     """Loads an export folder or a `.keras` file.
@@ -359,31 +378,42 @@ def load_chord_model(
     Args:
         path: Export folder (saved_model/, model.keras, model_card.json) or a `.keras` file with
             model_card.json in the same folder.
-        backend: "saved_model" or "keras"; default: saved_model for a folder, keras for a file.
-        window_seconds: Length of the analysis windows.
+        backend: "keras" runs the .keras model on features computed here, batching many windows
+            per call; "saved_model" runs the exported signature (features in the graph), one
+            window per call. "auto": keras when a .keras model is there (the same numbers,
+            several times faster), else saved_model.
+        window_seconds: Length of the network's analysis windows; default per backend
+            (`DEFAULT_WINDOW_SECONDS`).
         overlap_seconds: Overlap between consecutive windows.
 
     Returns:
         A ChordModel with `.probabilities(audio, sample_rate) -> (probs, frame_times)`.
+
+    Raises:
+        ValueError: not a model, missing model card, or a backend the files do not provide.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
     path = pathlib.Path(path)
     if path.is_dir():
         card = read_model_card(path / MODEL_CARD)
-        backend = backend or "saved_model"
-        if backend == "saved_model":
-            if not (path / SAVED_MODEL).is_dir():
-                raise ValueError(f"{path}: no {SAVED_MODEL}/ folder (is this an export folder?)")
-            return SavedModelChordModel(path, card, window_seconds, overlap_seconds)
-        if backend == "keras":
-            return KerasChordModel(path / KERAS_FILE, card, window_seconds, overlap_seconds)
+        keras_file, saved_model = path / KERAS_FILE, path / SAVED_MODEL
     elif path.suffix == ".keras" and path.is_file():
         card = read_model_card(path.with_name(MODEL_CARD))
-        if backend in (None, "keras"):
-            return KerasChordModel(path, card, window_seconds, overlap_seconds)
-        raise ValueError(f"{path}: a .keras file has no SavedModel; use backend='keras'")
+        keras_file, saved_model = path, None
     else:
         raise ValueError(f"{path}: neither an export folder nor a .keras file")
-    raise ValueError(f"unknown backend {backend!r}; choose saved_model or keras")
+    if backend == "auto":
+        backend = "keras" if keras_file.is_file() else "saved_model"
+    if window_seconds is None:
+        window_seconds = DEFAULT_WINDOW_SECONDS[backend]
+    if backend == "keras":
+        if not keras_file.is_file():
+            raise ValueError(f"{path}: no {KERAS_FILE}")
+        return KerasChordModel(keras_file, card, window_seconds, overlap_seconds)
+    if saved_model is None or not saved_model.is_dir():
+        raise ValueError(f"{path}: no {SAVED_MODEL}/ folder (a .keras file needs backend 'keras')")
+    return SavedModelChordModel(path, card, window_seconds, overlap_seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,9 +549,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--self-transition", type=float, default=DEFAULT_SELF_TRANSITION,
                         help=f"Viterbi probability of staying on a chord per frame (default {DEFAULT_SELF_TRANSITION})")
     parser.add_argument("--plot", action="store_true", help="also write a PNG per song next to its output")
-    parser.add_argument("--window-seconds", type=float, default=DEFAULT_WINDOW_SECONDS,
-                        help="analysis window length (bounds memory)")
-    parser.add_argument("--overlap-seconds", type=float, default=DEFAULT_OVERLAP_SECONDS)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="keras (batched windows, features computed here) or saved_model (the exported "
+                        "signature); auto: keras when the model folder has model.keras")
+    parser.add_argument("--window-seconds", type=float, default=None,
+                        help="network analysis window (default: 20 for keras, 60 for saved_model)")
+    parser.add_argument("--overlap-seconds", type=float, default=DEFAULT_OVERLAP_SECONDS,
+                        help=f"overlap between windows (default {DEFAULT_OVERLAP_SECONDS})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if not 0.0 < args.self_transition < 1.0:
@@ -534,13 +568,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from chordkeras import __version__
+    from chordkeras.audio import AudioError
 
     try:
         pairs = plan_outputs(args.audio, args.out, args.format)
     except ValueError as e:
         print(f"chordkeras.predict: {e}", file=sys.stderr)
         return 2
-    model = load_chord_model(args.model, window_seconds=args.window_seconds, overlap_seconds=args.overlap_seconds)
+    try:
+        model = load_chord_model(args.model, args.backend, args.window_seconds, args.overlap_seconds)
+    except ValueError as e:
+        print(f"chordkeras.predict: {e}", file=sys.stderr)
+        return 2
     metadata = {
         "model": model.description,
         "version": model.card.get("chordkeras_version", __version__),
@@ -555,13 +594,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.perf_counter()
         try:
             source = open_audio(audio_path, model.features.sample_rate)
-        except Exception as e:  # noqa: BLE001 - reported per file, the batch goes on
-            failures.append((audio_path, f"{type(e).__name__}: {e}"))
+            try:
+                result = transcribe_source(model, source, args.decode, args.self_transition, with_spectrogram=args.plot)
+            finally:
+                source.close()
+        except AudioError as e:  # reported per file; the other files go on
+            failures.append((audio_path, str(e)))
             continue
-        try:
-            result = transcribe_source(model, source, args.decode, args.self_transition, with_spectrogram=args.plot)
-        finally:
-            source.close()
         out_path.parent.mkdir(parents=True, exist_ok=True)
         write_segments(out_path, result.segments, args.format, result.duration, dict(metadata))
         busy_seconds += time.perf_counter() - started

@@ -103,6 +103,8 @@ def test_frame_boundaries_from_rate_and_times_agree():
     np.testing.assert_allclose(frame_boundaries(2.0, 6, duration=2.6), expected)
     np.testing.assert_allclose(frame_boundaries(np.arange(6) / 2.0, 6, duration=2.6), expected)
     np.testing.assert_allclose(frame_boundaries(2.0, 2), [0.0, 0.25, 0.75])
+    # 1 + samples // hop frames: the last one reaches the end of the audio (here 0.2 s past its half).
+    np.testing.assert_allclose(frame_boundaries(2.0, 2, duration=0.95), [0.0, 0.25, 0.95])
 
 
 def test_frames_to_segments_merges_equal_frames():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chordkeras import evaluate, plots
+from chordkeras import evaluate, plots, vocab
 from chordkeras.annotations import Segment, write_lab
 from chordkeras.config import FeatureConfig
 
@@ -132,6 +132,14 @@ def test_confusion_summary_adds_up_durations():
     }
     text = evaluate.format_confusions(confusions)
     assert "G:7 -> G:maj" in text and "70.0%" in text
+
+
+def test_record_labels_restore_inversions():
+    large = vocab.get_vocabulary("large")
+    chord = np.array([large.encode("C:maj"), large.encode("C:maj"), large.encode("A:min7"), 0, 1])
+    root = np.array([0, 0, 9, 12, 12])
+    bass = np.array([0, 4, 4, 12, 12])  # E under C major is the third, under A minor the fifth
+    assert evaluate.record_labels(chord, root, bass) == ["C:maj", "C:maj/3", "A:min7/5", "N", "X"]
 
 
 def test_cli_on_folders_writes_json_and_csv(tmp_path, capsys):

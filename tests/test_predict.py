@@ -93,6 +93,20 @@ def test_plan_windows_keeps_every_frame_once():
         predict.plan_windows(100, 10, 10)
 
 
+# At the model's rate and at integer multiples of it chunk starts fall on exact samples; at other
+# rates they are rounded to the nearest source sample (under 1/48000 s here).
+@pytest.mark.parametrize("sample_rate, atol", [(22050, 1e-6), (44100, 1e-5), (48000, 2e-3)])
+def test_chunked_spectrogram_matches_the_whole_song(keras_model_file, monkeypatch, sample_rate, atol):
+    rng = np.random.default_rng(5)
+    audio = render_song(song_segments(rng, 12), sample_rate, rng)
+    whole = features_lib.log_spectrogram(features_lib.resample(audio, sample_rate, FEATURES.sample_rate), FEATURES)
+    monkeypatch.setattr(predict, "FEATURE_CHUNK_SECONDS", 7.0)
+    model = predict.load_chord_model(keras_model_file)
+    chunked = model.source_spectrogram(predict.ArraySource(audio, sample_rate))
+    assert chunked.shape == whole.shape
+    np.testing.assert_allclose(chunked, whole.numpy(), atol=atol)
+
+
 def test_transcribe_recovers_the_chords_of_a_stereo_44k_file(keras_model_file, tmp_path):
     rng = np.random.default_rng(1)
     reference = song_segments(rng)
@@ -155,3 +169,61 @@ def test_cli_reports_bad_inputs(keras_model_file, tmp_path, capsys):
     assert predict.main([str(keras_model_file), str(tmp_path / "missing.wav")]) == 2
     assert predict.main([str(keras_model_file), str(tmp_path / "broken.wav"), "--no-progress"]) == 1
     assert "failed" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def export_folder(tmp_path_factory):
+    """The tiny default architecture with random weights, exported as fit exports it."""
+    from chordkeras import export, model as model_lib
+    from chordkeras.config import resolve
+
+    config = resolve("tiny")
+    model = model_lib.build_model(config)
+    return export.export_model(model, config, tmp_path_factory.mktemp("run") / "export")
+
+
+def test_backends_agree_with_the_exported_signature(export_folder):
+    from chordkeras import export
+
+    rng = np.random.default_rng(6)
+    mono = render_song(song_segments(rng, 8), 44100, rng) + 0.01 * rng.standard_normal(1).astype(np.float32)
+    serve = export.load_saved_model(export_folder)
+    direct = serve(audio=mono, sample_rate=np.int32(44100))
+    expected = direct["probabilities"].numpy()
+    for backend in ("saved_model", "keras"):
+        model = predict.load_chord_model(export_folder, backend, window_seconds=600.0)
+        probs, times = model.probabilities(np.stack([mono, mono], axis=1), 44100)
+        assert probs.shape == expected.shape
+        np.testing.assert_allclose(probs, expected, atol=1e-5, err_msg=backend)
+        np.testing.assert_allclose(times, direct["frame_times"].numpy(), atol=1e-4)
+    assert isinstance(predict.load_chord_model(export_folder), predict.KerasChordModel)
+    assert model.class_names == list(vocab.get_vocabulary("large").class_names)
+
+
+def test_cli_on_an_export_folder_with_both_backends(export_folder, tmp_path):
+    rng = np.random.default_rng(7)
+    soundfile.write(tmp_path / "song.ogg", render_song(song_segments(rng, 4), 32000, rng), 32000)
+    for backend in ("saved_model", "keras"):
+        out = tmp_path / backend
+        argv = [str(export_folder), str(tmp_path / "song.ogg"), "--out", str(out), "--backend", backend,
+                "--window-seconds", "6", "--no-progress"]
+        assert predict.main(argv) == 0
+        intervals, labels = mir_eval.io.load_labeled_intervals(str(out / "song.lab"))
+        assert intervals[0, 0] == 0.0 and intervals[-1, 1] == pytest.approx(soundfile.info(tmp_path / "song.ogg").duration)
+    assert predict.main([str(tmp_path), str(tmp_path / "song.ogg")]) == 2  # not a model
+
+
+def test_evaluate_a_model_on_prepared_records(export_folder, tmp_path):
+    from helpers_data import write_tiny_dataset
+
+    records = write_tiny_dataset(tmp_path / "tfrecords" / "tiny", FEATURES, songs_per_split=(1, 1, 3), frames=60)
+    out = tmp_path / "eval"
+    argv = ["--model", str(export_folder), "--records", str(records), "--out", str(out), "--plot", "--no-progress"]
+    assert evaluate.main(argv) == 0
+    results = json.loads((out / "evaluation.json").read_text())
+    assert sorted(results["songs"]) == ["test/0", "test/1", "test/2"]
+    assert results["split"] == "test" and results["decode"] == "viterbi"
+    assert results["total_duration"] == pytest.approx(3 * 60 / FEATURES.frame_rate, rel=1e-6)
+    with Image.open(out / "plots" / "test" / "0.png") as image:
+        assert image.size == plots.song_figure_size(60 / FEATURES.frame_rate, has_reference=True)
+
