@@ -32,9 +32,11 @@ class Datasets:
     info: dict[str, Any]
 
 
-def _to_vocabulary(song: dict[str, tf.Tensor], from_large: tf.Tensor) -> dict[str, tf.Tensor]:
+def _to_vocabulary(song: dict[str, tf.Tensor], from_large: tf.Tensor, num_bins: int) -> dict[str, tf.Tensor]:
     song = dict(song)
     song["chord"] = tf.gather(from_large, song["chord"])
+    # The bin count is stored per record; state it statically so the model sees a known width.
+    song["spectrogram"] = tf.ensure_shape(song["spectrogram"], [None, num_bins])
     return song
 
 
@@ -50,7 +52,7 @@ def _load_songs(folder: str | os.PathLike, split: str, config: RunConfig, shuffl
         ds = tf.data.TFRecordDataset(files)
     from_large = tf.constant(vocab.get_vocabulary(config.data.vocabulary).from_large, tf.int32)
     return ds.map(
-        lambda s: _to_vocabulary(records.parse_song(s), from_large),
+        lambda s: _to_vocabulary(records.parse_song(s), from_large, config.features.n_bins),
         num_parallel_calls=AUTOTUNE,
         deterministic=not shuffle,
     )
@@ -65,9 +67,11 @@ def random_excerpt(song: dict[str, tf.Tensor], excerpt_frames: int, seed: tf.Ten
     pad = excerpt_frames - (end - start)
 
     def crop(x: tf.Tensor, fill) -> tf.Tensor:
-        x = x[start:end]
+        window = x[start:end]
         paddings = tf.concat([[[0, pad]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)], axis=0)
-        return tf.pad(x, paddings, constant_values=fill)
+        padded = tf.pad(window, paddings, constant_values=fill)
+        padded.set_shape([excerpt_frames] + x.shape[1:].as_list())
+        return padded
 
     spectrogram = crop(song["spectrogram"], 0.0)
     targets = {
@@ -98,6 +102,7 @@ def pitch_shift(spectrogram: tf.Tensor, targets: dict[str, tf.Tensor], semitones
         lambda: tf.concat([zeros, spectrogram[..., : num_bins - k_abs]], axis=-1),
         lambda: tf.concat([spectrogram[..., k_abs:], zeros], axis=-1),
     )
+    shifted.set_shape(spectrogram.shape)
     chord = targets["chord"]
     offset = vocabulary.offset
     rooted = chord >= offset
@@ -119,7 +124,9 @@ def gain_and_eq(spectrogram: tf.Tensor, gain_db: tf.Tensor, tilt_db: tf.Tensor, 
     db = gain_db + tilt_db * tf.cast(ramp, tf.float32)
     factor = tf.pow(10.0, db / 20.0)
     magnitude = tf.math.expm1(spectrogram)  # = log_scale * |X|; the scale cancels out
-    return tf.math.log1p(magnitude * factor)
+    out = tf.math.log1p(magnitude * factor)
+    out.set_shape(spectrogram.shape)
+    return out
 
 
 def train_dataset(folder: str | os.PathLike, config: RunConfig, info: dict[str, Any]) -> tuple[tf.data.Dataset, int]:
@@ -183,7 +190,11 @@ def eval_dataset(folder: str | os.PathLike, split: str, config: RunConfig) -> tf
          "bass": tf.constant(vocab.NO_CHORD), "pitches": tf.constant(0.0)},
         tf.constant(0.0),
     )
-    return ds.padded_batch(config.data.eval_batch_size, padding_values=padding).prefetch(AUTOTUNE)
+    ds = ds.padded_batch(config.data.eval_batch_size, padding_values=padding)
+    # A known length lets Keras show progress and end the pass without an out-of-data warning.
+    songs = records.read_dataset_info(folder)["splits"][split]["songs"]
+    ds = ds.apply(tf.data.experimental.assert_cardinality(-(-songs // config.data.eval_batch_size)))
+    return ds.prefetch(AUTOTUNE)
 
 
 def make_datasets(folder: str | os.PathLike, config: RunConfig) -> Datasets:

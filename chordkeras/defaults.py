@@ -1,0 +1,49 @@
+"""The built-in dataset: synthetic songs generated, prepared and cached under tfrecords/.
+
+`python -m chordkeras.fit` trains on it when no --data is given, so that the main job runs on a
+fresh machine with nothing to download. Generation and preparation both resume where they stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import sys
+
+from chordkeras import preparation, records
+from chordkeras.config import FeatureConfig
+
+DEFAULT_SONGS = 240
+DEFAULT_SEED = 2024
+# Songs of 1 to 2 minutes: as many chord changes per minute as full songs, and more songs (keys,
+# tempos, timbres) for the same rendering time.
+DEFAULT_MINUTES_PER_SONG = 1.5
+
+
+def default_dataset(folder: pathlib.Path, features: FeatureConfig, num_songs: int | None = None,
+                    seed: int = DEFAULT_SEED, progress: bool = True) -> pathlib.Path:
+    """Returns the prepared built-in dataset in `folder`, generating and preparing it if needed."""
+    from chordkeras import synth
+
+    num_songs = num_songs or DEFAULT_SONGS
+    wanted = {"songs": num_songs, "seed": seed, "minutes_per_song": DEFAULT_MINUTES_PER_SONG,
+              "features": dataclasses.asdict(features)}
+    info_path = folder / records.DATASET_INFO
+    recipe_path = folder / "synth_recipe.json"
+    if info_path.exists() and recipe_path.exists() and records.read_json(recipe_path) == wanted:
+        print(f"chordkeras.fit: using the cached built-in dataset {folder.resolve()}", file=sys.stderr, flush=True)
+        return folder
+    if recipe_path.exists() and records.read_json(recipe_path) != wanted:
+        raise ValueError(
+            f"{folder} holds a built-in dataset made with other settings ({recipe_path}); "
+            f"delete the folder or pass --root elsewhere"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    records.write_json_atomic(recipe_path, wanted)
+    print(f"chordkeras.fit: generating {num_songs} synthetic songs into {(folder / 'audio').resolve()}",
+          file=sys.stderr, flush=True)
+    manifest = synth.generate_songs(folder / "audio", num_songs, seed, minutes_per_song=DEFAULT_MINUTES_PER_SONG)
+    print(f"chordkeras.fit: preparing TFRecords in {folder.resolve()}", file=sys.stderr, flush=True)
+    preparation.prepare_dataset(manifest, folder, features, preparation.PrepareConfig(seed=seed),
+                                command=["chordkeras.fit (built-in dataset)"], progress=progress)
+    return folder

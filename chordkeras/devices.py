@@ -1,0 +1,104 @@
+"""Which device trains (Metal GPU, CUDA GPU or CPU), and the tf.distribute strategy to use.
+
+The same code path runs everywhere: the device is found at run time, never assumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "default", "one-device", "mirrored", "multi-worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """The training device: kind is 'metal', 'cuda' or 'cpu'."""
+
+    kind: str
+    name: str
+    count: int
+
+    def describe(self) -> str:
+        if self.kind == "cpu":
+            return f"CPU ({self.name}, {os.cpu_count()} cores)"
+        label = "Metal GPU (tensorflow-metal)" if self.kind == "metal" else "CUDA GPU"
+        return f"{self.count} x {label}: {self.name}"
+
+
+def detect_device() -> Device:
+    """Finds the accelerator TensorFlow can see, falling back to the CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return Device("cpu", platform.processor() or platform.machine(), 1)
+    details = tf.config.experimental.get_device_details(gpus[0])
+    name = details.get("device_name", gpus[0].name)
+    # tensorflow-metal registers its GPU as a PluggableDevice on macOS; CUDA builds report a
+    # compute capability.
+    kind = "metal" if platform.system() == "Darwin" else "cuda"
+    if kind == "cuda":
+        capability = details.get("compute_capability")
+        if capability:
+            name = f"{name} (compute capability {capability[0]}.{capability[1]})"
+    return Device(kind, name, len(gpus))
+
+
+def enable_memory_growth() -> None:
+    """Lets several processes share a GPU instead of the first grabbing all its memory."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (ValueError, RuntimeError):  # already initialised, or not supported by the plugin
+            pass
+
+
+def make_strategy(name: str, device: Device) -> tf.distribute.Strategy:
+    """Builds the tf.distribute strategy named on the command line.
+
+    auto: mirrored when several GPUs are visible, multi-worker when TF_CONFIG names a cluster,
+    otherwise the default strategy. multi-worker reads the cluster from TF_CONFIG.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
+    if name == "auto":
+        if _tf_config_cluster_size() > 1:
+            name = "multi-worker"
+        elif device.kind != "cpu" and device.count > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one-device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if device.kind != "cpu" else "/cpu:0")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if _tf_config_cluster_size() < 1:
+        raise ValueError("--strategy multi-worker needs TF_CONFIG with a cluster and this task's index")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _tf_config_cluster_size() -> int:
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return 0
+    try:
+        cluster = json.loads(raw).get("cluster", {})
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from None
+    return sum(len(v) for v in cluster.values())
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the one worker that writes checkpoints, logs and the exported model."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )

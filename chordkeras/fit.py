@@ -1,0 +1,110 @@
+"""`python -m chordkeras.fit`: train a chord model, evaluate it on the test split, export it.
+
+With no --data, the built-in synthetic dataset is generated, prepared and cached under
+tfrecords/ (a second run reuses it), so the command runs out of the box on a fresh machine.
+
+Examples:
+    python -m chordkeras.fit
+    python -m chordkeras.fit --data tfrecords/mysongs --preset transformer --set train.patience=10
+    python -m chordkeras.fit --data tfrecords/mysongs --epochs 30 --fixed-epochs --mixed-precision off
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from chordkeras import config as config_lib
+
+DEFAULT_DATASET = "synth-default"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chordkeras.fit", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="prepared dataset folder tfrecords/<name> (default: the built-in synthetic data)")
+    parser.add_argument("--root", default="tfrecords", help="where the built-in dataset is cached (default: tfrecords)")
+    parser.add_argument("--synth-songs", type=int, default=None,
+                        help="songs in the built-in dataset (default: chordkeras.defaults.DEFAULT_SONGS)")
+    parser.add_argument("--preset", default="default",
+                        help=f"comma-separated config presets: {', '.join(config_lib.PRESETS)} (default: default)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config override, repeatable, e.g. --set train.patience=10 --set model.rnn_units=96")
+    parser.add_argument("--run-dir", help="run folder (default: runs/<dataset>-<preset>; same config resumes)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (train.epochs)")
+    parser.add_argument("--fixed-epochs", action="store_true", help="no early stopping: train for --epochs")
+    parser.add_argument("--mixed-precision", choices=("auto", "off", "mixed_float16", "mixed_bfloat16"),
+                        help="precision policy (train.mixed_precision; auto picks the fastest for the device)")
+    parser.add_argument("--jit", action="store_true", help="compile train steps with XLA (train.jit_compile)")
+    parser.add_argument("--strategy", default="auto", help="tf.distribute strategy: auto, default, one-device, "
+                                                            "mirrored, multi-worker (from TF_CONFIG)")
+    parser.add_argument("--data-service", metavar="grpc://HOST:PORT",
+                        help="feed training through a tf.data service dispatcher (see chordkeras.dataservice)")
+    parser.add_argument("--no-export", action="store_true",
+                        help="skip the SavedModel (the .keras model and its card are still written)")
+    parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras verbosity (default 2)")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> config_lib.RunConfig:
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.fixed_epochs:
+        overrides.append("train.early_stopping=false")
+    if args.mixed_precision:
+        overrides.append(f"train.mixed_precision={args.mixed_precision}")
+    if args.jit:
+        overrides.append("train.jit_compile=true")
+    return config_lib.resolve(args.preset, overrides)
+
+
+def default_run_dir(dataset_dir: pathlib.Path, preset: str) -> pathlib.Path:
+    """runs/<dataset>-<preset>, or the first of -2, -3, ... that holds no finished run.
+
+    An unfinished run with the same config in that folder is resumed by `train.train`.
+    """
+    base = pathlib.Path("runs") / f"{dataset_dir.name}-{preset.replace(',', '+')}"
+    run_dir, n = base, 1
+    while (run_dir / "test_metrics.json").exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = sys.argv if argv is None else ["python", "-m", "chordkeras.fit", *argv]
+    try:
+        config = resolve_config(args)
+    except ValueError as e:
+        print(f"chordkeras.fit: error: {e}", file=sys.stderr)
+        return 2
+    from chordkeras import defaults, train
+
+    try:
+        if args.data:
+            dataset_dir = pathlib.Path(args.data)
+        else:
+            dataset_dir = defaults.default_dataset(pathlib.Path(args.root) / DEFAULT_DATASET, config.features,
+                                                   num_songs=args.synth_songs)
+        run_dir = pathlib.Path(args.run_dir) if args.run_dir else default_run_dir(dataset_dir, args.preset)
+        result = train.train(config, dataset_dir, run_dir, strategy=args.strategy, data_service=args.data_service,
+                             command=command, export=not args.no_export, verbose=args.verbose)
+    except ValueError as e:
+        print(f"chordkeras.fit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("chordkeras.fit: interrupted; run the same command again to resume from the last finished epoch",
+              file=sys.stderr)
+        return 130
+    print(f"chordkeras.fit: run folder {result.run_dir.resolve()}")
+    if result.export_dir:
+        print(f"chordkeras.fit: exported model {result.export_dir.resolve()} "
+              f"(python -m chordkeras.predict {result.export_dir} song.wav)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

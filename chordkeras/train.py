@@ -1,0 +1,265 @@
+"""The library function behind `python -m chordkeras.fit`: one training run in one run folder.
+
+A run folder holds config.json and command.txt (checked when a run resumes), checkpoints/
+(best weights by the validation monitor), backup/ (BackupAndRestore: an interrupted run resumes
+at its last finished epoch), logs/ (TensorBoard), history.csv, training_curves.png, test
+metrics, and export/ (SavedModel taking raw audio, .keras model and model card).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Sequence
+
+import keras
+import tensorflow as tf
+
+from chordkeras import dataset as dataset_lib
+from chordkeras import devices, records
+from chordkeras.config import RunConfig
+
+# Throughput is also given in songs of this length, the unit of the reference training system.
+REFERENCE_SONG_MINUTES = 4.0
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What a finished run produced."""
+
+    run_dir: pathlib.Path
+    history: dict[str, list[float]]
+    test_metrics: dict[str, float]
+    export_dir: pathlib.Path | None
+
+
+class Throughput(keras.callbacks.Callback):
+    """Adds training speed to each epoch's logs: excerpts/s, audio hours/min, songs/min.
+
+    Time runs from the start of the epoch to the start of its validation, so validation and
+    logging are not counted as training time. The input-stall share comes from the model's
+    `input_stall` metric (time between steps spent waiting for the next batch).
+    """
+
+    def __init__(self, steps_per_epoch: int, batch_size: int, excerpt_seconds: float):
+        super().__init__()
+        self.excerpts = steps_per_epoch * batch_size
+        self.excerpt_seconds = excerpt_seconds
+        self._start = self._train_end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._train_end = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self._start is not None and self._train_end is None:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or self._start is None:
+            return
+        seconds = (self._train_end or time.perf_counter()) - self._start
+        hours_per_min = self.excerpts * self.excerpt_seconds / 3600 / seconds * 60
+        logs["excerpts_per_s"] = self.excerpts / seconds
+        logs["audio_hours_per_min"] = hours_per_min
+        logs["songs_per_min"] = hours_per_min * 60 / REFERENCE_SONG_MINUTES
+        stall = logs.get("input_stall")
+        print(
+            f"epoch {epoch + 1}: {logs['excerpts_per_s']:.1f} excerpts/s, {hours_per_min:.2f} h audio/min "
+            f"({logs['songs_per_min']:.0f} {REFERENCE_SONG_MINUTES:.0f}-min songs/min)"
+            + (f", input stall {100 * stall:.2f}% of step time" if stall is not None else ""),
+            flush=True,
+        )
+
+
+def prepare_run_dir(run_dir: pathlib.Path, config: RunConfig, dataset_dir: str, command: Sequence[str] | None,
+                    write: bool) -> bool:
+    """Creates the run folder, or checks that an existing one holds the same run; True when resuming."""
+    config_path = run_dir / "config.json"
+    resolved = {"config": config.to_dict(), "dataset": str(pathlib.Path(dataset_dir).resolve())}
+    if config_path.exists():
+        existing = records.read_json(config_path)
+        if existing != resolved:
+            raise ValueError(
+                f"{run_dir} holds a run with another config or dataset ({config_path}); choose another --run-dir"
+            )
+        return (run_dir / "backup").exists()
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        records.write_json_atomic(config_path, resolved)
+        (run_dir / "command.txt").write_text(" ".join(command or sys.argv) + "\n", encoding="utf-8")
+    return False
+
+
+def _callbacks(config: RunConfig, run_dir: pathlib.Path, steps: int, chief: bool, verbose: int) -> list:
+    train = config.train
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.TerminateOnNaN(),
+        # Every worker keeps a backup (multi-worker BackupAndRestore needs all of them); only the
+        # chief's folder is the run folder, the others write to their own temporary folders.
+        keras.callbacks.BackupAndRestore(str(_worker_dir(run_dir, chief) / "backup")),
+        Throughput(steps, config.data.batch_size, config.data.excerpt_seconds),
+        keras.callbacks.ModelCheckpoint(
+            str(_worker_dir(run_dir, chief) / "checkpoints" / "best.weights.h5"),
+            monitor=train.monitor, mode="max", save_best_only=True, save_weights_only=True,
+            verbose=min(verbose, 1),
+        ),
+    ]
+    if train.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=train.monitor, mode="max", factor=train.lr_factor, patience=train.lr_patience,
+            min_delta=train.min_delta, verbose=min(verbose, 1)))
+    if train.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=train.monitor, mode="max", patience=train.patience, min_delta=train.min_delta,
+            restore_best_weights=True, verbose=min(verbose, 1)))
+    if chief:
+        callbacks += [
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+            keras.callbacks.TensorBoard(str(run_dir / "logs"), update_freq="epoch", profile_batch=0),
+        ]
+    return callbacks
+
+
+def _worker_dir(run_dir: pathlib.Path, chief: bool) -> pathlib.Path:
+    if chief:
+        return run_dir
+    task = os.environ.get("TF_CONFIG", "")
+    index = json.loads(task).get("task", {}).get("index", 0) if task else 0
+    return run_dir / f".worker-{index}"
+
+
+def check_device_options(config: RunConfig, device: devices.Device) -> None:
+    """Refuses switches the device cannot honour, instead of silently ignoring them."""
+    if config.train.jit_compile and device.kind == "metal":
+        raise ValueError("--jit (XLA) is not supported by tensorflow-metal; train without it on Metal")
+    if config.train.mixed_precision == "mixed_bfloat16" and device.kind == "metal":
+        raise ValueError("mixed_bfloat16 is not supported by tensorflow-metal; use mixed_float16 or off")
+
+
+def train(
+    config: RunConfig,
+    dataset_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    *,
+    strategy: str = "auto",
+    data_service: str | None = None,
+    command: Sequence[str] | None = None,
+    export: bool = True,
+    verbose: int = 2,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> FitResult:
+    """Trains a chord model on a prepared dataset, evaluates it on the test split and exports it.
+
+    Args:
+        config: The resolved run configuration.
+        dataset_dir: A prepared dataset folder (`tfrecords/<name>`).
+        run_dir: The run folder; an existing one with the same config resumes.
+        strategy: tf.distribute strategy name (see `chordkeras.devices.STRATEGIES`).
+        data_service: `grpc://host:port` of a tf.data service dispatcher feeding training.
+        command: The command line, recorded in the run folder.
+        export: Export the SavedModel, .keras file and model card at the end.
+        verbose: Keras verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+        callbacks: Extra Keras callbacks, run after the built-in ones.
+
+    Returns:
+        FitResult with the history, test metrics and export folder.
+    """
+    from chordkeras import model as model_lib
+
+    run_dir = pathlib.Path(run_dir)
+    keras.utils.set_random_seed(config.train.seed)
+    devices.enable_memory_growth()
+    device = devices.detect_device()
+    check_device_options(config, device)
+    dist = devices.make_strategy(strategy, device)
+    chief = devices.is_chief(dist)
+    policy = model_lib.set_precision(config.train.mixed_precision, device.kind)
+    print(f"chordkeras.fit: training on {device.describe()}; strategy {type(dist).__name__} with "
+          f"{dist.num_replicas_in_sync} replica(s); precision {policy}; XLA {'on' if config.train.jit_compile else 'off'}",
+          flush=True)
+    resuming = prepare_run_dir(run_dir, config, str(dataset_dir), command, write=chief)
+    print(f"chordkeras.fit: run folder {run_dir.resolve()}" + (" (resuming)" if resuming else ""), flush=True)
+
+    data = dataset_lib.make_datasets(dataset_dir, config)
+    train_ds = data.train
+    if data_service:
+        train_ds = train_ds.repeat().apply(tf.data.experimental.service.distribute(
+            processing_mode="parallel_epochs", service=data_service, job_name=f"chordkeras-{run_dir.name}"))
+        train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Shards are few and songs many: each worker takes every n-th batch rather than whole files.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_ds = train_ds.with_options(options)
+    valid_ds = data.valid.with_options(options)
+    infinite = data_service or config.data.steps_per_epoch
+    if not infinite:
+        train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(data.steps_per_epoch))
+
+    weights = dataset_lib.class_weights(data.info, config.data.vocabulary) if config.train.class_weighting else None
+    with dist.scope():
+        model = model_lib.build_model(config, class_weights=weights)
+        model_lib.compile_model(model, config, data.steps_per_epoch)
+    if verbose:
+        print(f"chordkeras.fit: {model.count_params():,} parameters; {data.steps_per_epoch} steps of "
+              f"{config.data.batch_size} excerpts per epoch", flush=True)
+
+    all_callbacks = _callbacks(config, run_dir, data.steps_per_epoch, chief, verbose) + list(callbacks)
+    history = model.fit(
+        train_ds,
+        validation_data=valid_ds,
+        epochs=config.train.epochs,
+        steps_per_epoch=data.steps_per_epoch if infinite else None,
+        callbacks=all_callbacks,
+        shuffle=False,  # the pipeline shuffles
+        verbose=verbose,
+    )
+    best = _worker_dir(run_dir, chief) / "checkpoints" / "best.weights.h5"
+    if best.exists():
+        model.load_weights(str(best))
+
+    # model.evaluate is collective under multi-worker strategies: every worker runs it.
+    test_metrics = frame_metrics(model, dataset_dir, "test", config)
+    history_dict = {k: [float(x) for x in v] for k, v in history.history.items()}
+    export_dir = None
+    if chief:
+        from chordkeras import evaluate as evaluate_lib
+        from chordkeras import export as export_lib
+
+        export_dir = export_lib.export_model(model, config, run_dir / "export", data_info=data.info,
+                                             dataset_dir=str(dataset_dir), saved_model=export)
+        if test_metrics:
+            scores = evaluate_lib.evaluate_model_on_records(export_dir, dataset_dir, split="test", progress=False)
+            test_metrics.update({k: float(v) for k, v in scores["overall"].items() if isinstance(v, (int, float))})
+            export_lib.update_model_card(export_dir, metrics=test_metrics)
+        records.write_json_atomic(run_dir / "test_metrics.json", test_metrics)
+        _plot_curves(run_dir)
+        print("chordkeras.fit: test split: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in test_metrics.items() if isinstance(v, float)), flush=True)
+    return FitResult(run_dir=run_dir, history=history_dict, test_metrics=test_metrics, export_dir=export_dir)
+
+
+def frame_metrics(model: keras.Model, dataset_dir: str | os.PathLike, split: str, config: RunConfig) -> dict[str, Any]:
+    """The model's own frame-level metrics (test_step) on the whole songs of one split."""
+    info = records.read_dataset_info(dataset_dir)
+    if info["splits"][split]["songs"] == 0:
+        print(f"chordkeras.fit: the {split} split is empty; no test metrics", flush=True)
+        return {}
+    ds = dataset_lib.eval_dataset(dataset_dir, split, config)
+    frame = model.evaluate(ds, verbose=0, return_dict=True)
+    out = {f"frame_{k}": float(v) for k, v in frame.items()}
+    out["songs"] = info["splits"][split]["songs"]
+    return out
+
+
+def _plot_curves(run_dir: pathlib.Path) -> None:
+    history_csv = run_dir / "history.csv"
+    if not history_csv.exists():
+        return
+    from chordkeras import plots
+
+    plots.plot_training_curves(str(history_csv), str(run_dir / "training_curves.png"))
+
