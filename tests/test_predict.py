@@ -107,6 +107,22 @@ def test_chunked_spectrogram_matches_the_whole_song(keras_model_file, monkeypatc
     np.testing.assert_allclose(chunked, whole.numpy(), atol=atol)
 
 
+def test_output_paths(tmp_path):
+    for name in ("x/a.wav", "x/sub/b.flac", "x/notes.txt", "y/sub/b.mp3"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    x, y = tmp_path / "x", tmp_path / "y"
+    assert predict.plan_outputs([x / "a.wav"], None, "lab") == [(x / "a.wav", x / "a.chords.lab")]
+    assert predict.plan_outputs([x], tmp_path / "out", "jams") == [
+        (x / "a.wav", tmp_path / "out" / "a.jams"),
+        (x / "sub" / "b.flac", tmp_path / "out" / "sub" / "b.jams"),
+    ]
+    with pytest.raises(ValueError, match="both be written"):
+        predict.plan_outputs([x, y], tmp_path / "out", "lab")
+    with pytest.raises(ValueError, match="no such file"):
+        predict.plan_outputs([tmp_path / "missing.wav"], None, "lab")
+
+
 def test_transcribe_recovers_the_chords_of_a_stereo_44k_file(keras_model_file, tmp_path):
     rng = np.random.default_rng(1)
     reference = song_segments(rng)
