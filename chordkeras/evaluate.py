@@ -443,43 +443,119 @@ def evaluate_model_on_records(
     Raises:
         ValueError: the dataset's feature config differs from the model's.
     """
-    from tqdm import tqdm
-
     from chordkeras import decode as decode_lib
-    from chordkeras import predict, records
-    from chordkeras.config import check_features_match
+    from chordkeras import predict
 
     if self_transition is None:
         self_transition = predict.DEFAULT_SELF_TRANSITION
     model = predict.load_chord_model(model_path, backend="keras")
-    info = records.read_dataset_info(records_dir)
-    check_features_match(info["features"], model.features, f"{records_dir} vs {model_path}")
     pairs = []
-    songs_total = (info.get("splits") or {}).get(split, {}).get("songs")
-    for song in tqdm(record_songs(records_dir, split), total=songs_total, unit="song", disable=not progress,
-                     file=sys.stderr):
-        frame_rate, duration = float(song["frame_rate"]), float(song["duration"])
-        probs = model.spectrogram_probabilities(song["spectrogram"])
-        path = decode_lib.decode(probs, decode, self_transition)
-        estimate = decode_lib.frames_to_segments(path, probs, frame_rate, model.class_names, duration)
-        labels = record_labels(song["chord"], song["root"], song["bass"])
-        names = sorted(set(labels))
-        index = {name: i for i, name in enumerate(names)}
-        reference = decode_lib.frames_to_segments([index[x] for x in labels], None, frame_rate, names, duration)
-        pairs.append((song["song_id"], reference, estimate))
+    for song in _record_predictions(model, model_path, records_dir, split, progress):
+        path = decode_lib.decode(song["probabilities"], decode, self_transition)
+        estimate = decode_lib.frames_to_segments(
+            path, song["probabilities"], song["frame_rate"], model.class_names, song["duration"]
+        )
+        pairs.append((song["song_id"], song["reference"], estimate))
         if plot_dir is not None:
             from chordkeras import plots
 
             plots.plot_song(
                 pathlib.Path(plot_dir) / f"{song['song_id']}.png", estimate, song["spectrogram"], model.features,
-                reference=reference, duration=duration, title=song["song_id"], error_metric=error_metric,
+                reference=song["reference"], duration=song["duration"], title=song["song_id"],
+                error_metric=error_metric,
             )
-    if not pairs:
-        raise ValueError(f"{records_dir}: split {split!r} holds no songs")
     results = evaluate_pairs(pairs, top_confusions)
     results.update({"model": str(model_path), "records": str(records_dir), "split": split,
                     "decode": decode, "self_transition": self_transition if decode == "viterbi" else None})
     return results
+
+
+def _record_predictions(model, model_path, records_dir, split: str, progress: bool) -> Iterable[dict[str, Any]]:
+    """Per song of a split: id, chord probabilities, reference segments, frame rate, duration, spectrogram."""
+    from tqdm import tqdm
+
+    from chordkeras import decode as decode_lib
+    from chordkeras import records
+    from chordkeras.config import check_features_match
+
+    info = records.read_dataset_info(records_dir)
+    check_features_match(info["features"], model.features, f"{records_dir} vs {model_path}")
+    songs_total = (info.get("splits") or {}).get(split, {}).get("songs")
+    count = 0
+    for song in tqdm(record_songs(records_dir, split), total=songs_total, unit="song", disable=not progress,
+                     file=sys.stderr):
+        frame_rate, duration = float(song["frame_rate"]), float(song["duration"])
+        labels = record_labels(song["chord"], song["root"], song["bass"])
+        names = sorted(set(labels))
+        index = {name: i for i, name in enumerate(names)}
+        reference = decode_lib.frames_to_segments([index[x] for x in labels], None, frame_rate, names, duration)
+        count += 1
+        yield {
+            "song_id": song["song_id"],
+            "probabilities": model.spectrogram_probabilities(song["spectrogram"]),
+            "reference": reference,
+            "frame_rate": frame_rate,
+            "duration": duration,
+            "spectrogram": song["spectrogram"],
+        }
+    if count == 0:
+        raise ValueError(f"{records_dir}: split {split!r} holds no songs")
+
+
+def sweep_self_transition(
+    model_path: str | os.PathLike,
+    records_dir: str | os.PathLike,
+    split: str,
+    values: Sequence[float],
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Set-level scores of Viterbi decoding for several self-transition values (and argmax).
+
+    The network runs once per song; only the decoding is repeated. Meant for choosing the
+    default on a validation split.
+
+    Returns:
+        [{"decode": "argmax" or "viterbi", "self_transition": p or None, "overall": {metric: WCSR},
+          "segments_per_minute": estimated segments per minute of audio}, ...], argmax first.
+    """
+    from chordkeras import decode as decode_lib
+    from chordkeras import predict
+
+    model = predict.load_chord_model(model_path, backend="keras")
+    songs = [
+        {k: v for k, v in song.items() if k != "spectrogram"}
+        for song in _record_predictions(model, model_path, records_dir, split, progress)
+    ]
+    minutes = sum(song["duration"] for song in songs) / 60.0
+    rows = []
+    for value in [None] + list(values):
+        pairs, num_segments = [], 0
+        for song in songs:
+            probs = song["probabilities"]
+            path = decode_lib.argmax(probs) if value is None else decode_lib.viterbi(probs, value)
+            estimate = decode_lib.frames_to_segments(path, probs, song["frame_rate"], model.class_names,
+                                                     song["duration"])
+            num_segments += len(estimate)
+            pairs.append((song["song_id"], song["reference"], estimate))
+        results = evaluate_pairs(pairs)
+        rows.append({
+            "decode": "argmax" if value is None else "viterbi",
+            "self_transition": value,
+            "overall": results["overall"],
+            "segments_per_minute": num_segments / minutes if minutes > 0 else None,
+        })
+    return rows
+
+
+def format_sweep(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The sweep as a table: decoding, segments per minute, and the main WCSR scores in percent."""
+    columns = ("root", "majmin", "majmin_inv", "sevenths", "tetrads", "seg")
+    lines = [f"{'decoding':<16} {'seg/min':>8} " + " ".join(f"{c:>10}" for c in columns)]
+    for row in rows:
+        name = "argmax" if row["decode"] == "argmax" else f"viterbi {row['self_transition']:g}"
+        per_minute = row["segments_per_minute"]
+        lines.append(f"{name:<16} {per_minute:8.1f} " + " ".join(f"{_fmt(row['overall'][c]):>10}" for c in columns))
+    return "\n".join(lines)
 
 
 def evaluate_folders(
@@ -572,6 +648,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="Viterbi probability of staying on a chord per frame (default: predict's)")
     parser.add_argument("--out", help="folder for evaluation.json, evaluation.csv and plots/ "
                         "(default: <estimate>-eval, or eval-<split> next to the model)")
+    parser.add_argument("--sweep", help="model mode: comma-separated self-transition values to compare (with "
+                        "argmax) instead of one evaluation, e.g. 0.5,0.8,0.9,0.95,0.99; writes sweep.json")
     parser.add_argument("--plot", action="store_true", help="write a PNG per song into <out>/plots")
     parser.add_argument("--audio", help="audio folder matched by stem, for spectrograms in folder-mode plots")
     parser.add_argument("--plot-metric", default="majmin", choices=CHORD_METRICS,
@@ -589,6 +667,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("model mode needs both --model and --records")
     if args.self_transition is not None and not 0.0 < args.self_transition < 1.0:
         parser.error("--self-transition must be in (0, 1)")
+    if args.sweep is not None:
+        if not model_mode:
+            parser.error("--sweep needs --model and --records")
+        try:
+            args.sweep = [float(v) for v in args.sweep.split(",") if v.strip()]
+        except ValueError:
+            parser.error("--sweep takes comma-separated numbers")
+        if not args.sweep or not all(0.0 < v < 1.0 for v in args.sweep):
+            parser.error("--sweep values must be in (0, 1)")
     return args
 
 
@@ -601,6 +688,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         estimate = pathlib.Path(args.estimate)
         out = pathlib.Path(args.out) if args.out else estimate.parent / f"{estimate.stem}-eval"
     plot_dir = out / "plots" if args.plot else None
+    if args.sweep is not None:
+        try:
+            rows = sweep_self_transition(args.model, args.records, args.split, args.sweep, not args.no_progress)
+        except ValueError as e:
+            print(f"chordkeras.evaluate: {e}", file=sys.stderr)
+            return 2
+        print(format_sweep(rows))
+        write_text_atomic(out / "sweep.json", json.dumps(_jsonable(rows), indent=2) + "\n")
+        print(f"\nwrote {out / 'sweep.json'}")
+        return 0
     try:
         if args.model is not None:
             results = evaluate_model_on_records(

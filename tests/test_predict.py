@@ -243,3 +243,9 @@ def test_evaluate_a_model_on_prepared_records(export_folder, tmp_path):
     with Image.open(out / "plots" / "test" / "0.png") as image:
         assert image.size == plots.song_figure_size(60 / FEATURES.frame_rate, has_reference=True)
 
+    assert evaluate.main(argv[:6] + ["--sweep", "0.5,0.9", "--no-progress"]) == 0
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [(row["decode"], row["self_transition"]) for row in sweep] == [("argmax", None), ("viterbi", 0.5),
+                                                                          ("viterbi", 0.9)]
+    assert sweep[2]["overall"] == pytest.approx(results["overall"])
+
