@@ -190,10 +190,17 @@ def _play_harmony(inst: pretty_midi.Instrument, part: _Part, segments, timing: _
                   rng: np.random.Generator, primary: bool, section_gain: dict[str, float]) -> None:
     previous = None
     bar = plan.beats_per_bar
+    # Keyboard players pedal through each chord and lift it just before the change.
+    pedal = part.family in ("piano", "epiano") and part.pattern in ("arpeggio", "block", "comp") and rng.random() < 0.5
     for seg in segments:
         if seg.chord is None:
             previous = None
             continue
+        if pedal:
+            inst.control_changes += [
+                pretty_midi.ControlChange(64, 127, timing.at(seg.start_beat, humanize=False)),
+                pretty_midi.ControlChange(64, 0, timing.at(seg.end_beat, humanize=False) - 0.03),
+            ]
         if part.family.endswith("guitar"):
             notes = guitar_voicing(seg.chord, rng, int(part.center) - 12)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Sequence
 
 from chordkeras.synth.generate import AUDIO_FORMATS, SETTINGS_NAME, generate_songs
@@ -30,13 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    existing = len(list(Path(args.out).glob("song_*.lab"))) if Path(args.out).is_dir() else 0
     start = time.perf_counter()
     manifest = generate_songs(args.out, args.songs, args.seed, soundfont=args.soundfont,
                               minutes_per_song=args.minutes_per_song, workers=args.workers,
                               audio_format=args.format)
-    settings = json.loads((manifest.parent / SETTINGS_NAME).read_text())
     elapsed = time.perf_counter() - start
-    print(f"{args.songs} songs ({settings['renderer']}, {settings['soundfont'] or 'no SoundFont'}) in {elapsed:.1f} s")
+    settings = json.loads((manifest.parent / SETTINGS_NAME).read_text())
+    made = max(args.songs - existing, 0)
+    rate = f", {60 * made / elapsed:.1f} songs/min" if made and elapsed > 0 else ""
+    print(f"{made} new songs, {args.songs} listed ({settings['renderer']}, "
+          f"{settings['soundfont'] or 'no SoundFont'}): {elapsed:.1f} s{rate}")
     print(f"manifest: {manifest}")
 
 
