@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from chordkeras import records, vocab
+from chordkeras import features, records, vocab
 from chordkeras.config import RunConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -93,16 +93,7 @@ def pitch_shift(spectrogram: tf.Tensor, targets: dict[str, tf.Tensor], semitones
     root and bass pitch classes (12 = none) move modulo 12; pitch-class vectors rotate.
     """
     semitones = tf.cast(semitones, tf.int32)
-    k = semitones * bins_per_semitone
-    num_bins = tf.shape(spectrogram)[-1]
-    k_abs = tf.minimum(tf.abs(k), num_bins)
-    zeros = tf.zeros_like(spectrogram[..., :k_abs])
-    shifted = tf.cond(
-        k >= 0,
-        lambda: tf.concat([zeros, spectrogram[..., : num_bins - k_abs]], axis=-1),
-        lambda: tf.concat([spectrogram[..., k_abs:], zeros], axis=-1),
-    )
-    shifted.set_shape(spectrogram.shape)
+    shifted = features.pitch_shift(spectrogram, semitones * bins_per_semitone)
     chord = targets["chord"]
     offset = vocabulary.offset
     rooted = chord >= offset
