@@ -177,7 +177,7 @@ def _draw_part(rng: np.random.Generator, family: str, primary: bool, plan: SongP
         size=int(rng.choice([3, 4, 4, 5, 6])),
         spread=bool(rng.random() < 0.3),
         velocity=float(rng.uniform(45, 110)),
-        staccato=float(rng.choice([0.95, 0.8, 0.5, 0.3])),
+        staccato=float(rng.choice([0.95, 0.8, 0.5] if primary else [0.95, 0.8, 0.5, 0.3])),
         rate=int(plan.subdivision * (2 if fast and plan.subdivision == 2 and rng.random() < 0.5 else 1)),
         figure=str(rng.choice(["up", "down", "updown", "alberti", "random", "bass_up"])),
         comp=int(rng.integers(len(_COMP_RHYTHMS))),
@@ -244,7 +244,7 @@ def _play_harmony(inst: pretty_midi.Instrument, part: _Part, segments, timing: _
                     if first and b > seg.start_beat + 1e-6:
                         hit(seg.start_beat, min(b - seg.start_beat, 1.0), notes, 1.05)
                     first = False
-                    hit(b, length * scale * part.staccato, notes, 1.0 if onset == 0 else 0.85)
+                    hit(b, max(length * scale * part.staccato, 0.2), notes, 1.0 if onset == 0 else 0.85)
                 b0 += bar
             if first:
                 hit(seg.start_beat, seg.beats * 0.5, notes, 1.05)
@@ -371,12 +371,13 @@ def _play_melody(inst: pretty_midi.Instrument, segments, timing: _Timing, plan: 
         seg_end = timing.at(seg.end_beat, humanize=False) - 0.01
         b = seg.start_beat
         while b < seg.end_beat - 1e-6:
-            length = float(rng.choice([0.5, 1.0, 1.0, 1.5, 2.0]))
+            strong = abs(b % 1.0) < 1e-6 and (b == seg.start_beat or rng.random() < 0.7)
+            # Chord tones may be held; passing and neighbour tones are short, as sung lines mostly are.
+            length = float(rng.choice([1.0, 1.0, 1.5, 2.0] if strong else [0.5, 0.5, 1.0]))
             length = min(length, seg.end_beat - b)
             if rng.random() < 0.2:                            # rest
                 b += length
                 continue
-            strong = abs(b % 1.0) < 1e-6 and (b == seg.start_beat or rng.random() < 0.7)
             if strong:
                 cands = [p for p in range(center - 9, center + 10) if p % 12 in seg.chord.pitch_classes]
             else:
@@ -524,23 +525,26 @@ def arrange(plan: SongPlan, rng: np.random.Generator) -> tuple[pretty_midi.Prett
         _play_drums(inst, plan, timing, rng, section_gain)
         midi.instruments.append(inst)
 
-    _mix(midi, rng)
+    _mix(midi, rng, melody is not None)
     # A no-op controller at the song's end: renderers stop at the last event, and the
     # release tails of the final chord and the closing N span must not be cut off.
     midi.instruments[0].control_changes.append(pretty_midi.ControlChange(11, 127, plan.duration))
     return midi, Arrangement(tuple(harmony), bass, melody, drums)
 
 
-def _mix(midi: pretty_midi.PrettyMIDI, rng: np.random.Generator) -> None:
+def _mix(midi: pretty_midi.PrettyMIDI, rng: np.random.Generator, has_melody: bool) -> None:
     """Per-channel volume, pan, reverb/chorus sends and detuning, set before the first note."""
     tuning_cents = float(np.clip(rng.normal(0, 12), -35, 35))
     # Volume ranges per role: General MIDI drums and basses are far louder than the
     # keyboards and guitars at equal controller values.
+    melody = midi.instruments[-2 if midi.instruments[-1].is_drum else -1] if has_melody else None
     for inst in midi.instruments:
         low, high = (30, 95) if inst.is_drum else (45, 105) if 32 <= inst.program < 40 or inst.program in (43, 58) else (70, 128)
+        if inst is melody:
+            low, high = 50, 110
         inst.control_changes += [
             pretty_midi.ControlChange(7, int(rng.integers(low, high)), 0.0),
-            pretty_midi.ControlChange(10, int(np.clip(rng.normal(64, 25), 0, 127)), 0.0),
+            pretty_midi.ControlChange(10, int(rng.choice([0, 127])), 0.0),    # stems for per-group EQ in master
             pretty_midi.ControlChange(91, int(rng.integers(0, 90)), 0.0),
             pretty_midi.ControlChange(93, int(rng.choice([0, rng.integers(0, 70)])), 0.0),
         ]

@@ -214,8 +214,23 @@ def reverb_impulse(rng: np.random.Generator, sample_rate: int, rt60: float, pred
     return ir / (np.sqrt(np.sum(ir**2)) + 1e-12)
 
 
+def _random_eq(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """A random mixing-desk EQ: high-pass, optional low-pass, two shelves and maybe a peak, as SOS."""
+    sos = [scipy.signal.butter(2, rng.uniform(20, 150), "highpass", fs=sr, output="sos")]
+    if rng.random() < 0.5:
+        sos.append(scipy.signal.butter(2, np.exp(rng.uniform(np.log(2500), np.log(10000))), "lowpass", fs=sr, output="sos"))
+    sos.append(_shelf("low", rng.uniform(100, 300), rng.uniform(-6, 6), sr))
+    sos.append(_shelf("high", rng.uniform(2500, 6000), rng.uniform(-9, 5), sr))
+    if rng.random() < 0.5:
+        sos.append(_shelf("peak", np.exp(rng.uniform(np.log(250), np.log(4000))), rng.uniform(-6, 6), sr))
+    return np.concatenate(sos)
+
+
 def master(audio: np.ndarray, rate: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Random mix-down and room: mono, resampled, EQ, reverb, level, noise.
+    """Random mix-down and room: per-channel EQ and level, mono, reverb, level, noise.
+
+    The arrangement pans every instrument hard left or right, so the two channels
+    are two stems (instrument groups) that get their own EQ and level here.
 
     Args:
         audio: float [samples, channels] from a renderer.
@@ -226,24 +241,13 @@ def master(audio: np.ndarray, rate: int, sample_rate: int, rng: np.random.Genera
     Returns:
         float32 [samples] mono at `sample_rate`, peak below 1.
     """
-    if audio.shape[1] == 2:
-        w = rng.uniform(0.3, 0.7)
-        mono = w * audio[:, 0] + (1 - w) * audio[:, 1]
-    else:
-        mono = audio[:, 0]
-    mono = mono.astype(np.float64)
+    channels = audio.T.astype(np.float64)
     if rate != sample_rate:
         g = math.gcd(rate, sample_rate)
-        mono = scipy.signal.resample_poly(mono, sample_rate // g, rate // g)
+        channels = scipy.signal.resample_poly(channels, sample_rate // g, rate // g, axis=1)
     sr = sample_rate
-    sos = [scipy.signal.butter(2, rng.uniform(20, 150), "highpass", fs=sr, output="sos")]
-    if rng.random() < 0.6:
-        sos.append(scipy.signal.butter(2, np.exp(rng.uniform(np.log(2500), np.log(10000))), "lowpass", fs=sr, output="sos"))
-    sos.append(_shelf("low", rng.uniform(100, 300), rng.uniform(-6, 6), sr))
-    sos.append(_shelf("high", rng.uniform(2500, 6000), rng.uniform(-9, 5), sr))
-    if rng.random() < 0.5:
-        sos.append(_shelf("peak", np.exp(rng.uniform(np.log(250), np.log(4000))), rng.uniform(-6, 6), sr))
-    mono = scipy.signal.sosfilt(np.concatenate(sos), mono)
+    gains = 10 ** (rng.uniform(-6, 6, len(channels)) / 20)
+    mono = sum(gain * scipy.signal.sosfilt(_random_eq(rng, sr), channel) for gain, channel in zip(gains, channels))
     if rng.random() < 0.2:
         drive = rng.uniform(1.5, 4.0)
         mono = np.tanh(drive * mono / (np.max(np.abs(mono)) + 1e-12)) / np.tanh(drive) * np.max(np.abs(mono))
