@@ -341,3 +341,22 @@ def test_sf3_soundfonts_are_converted_and_render_like_the_original(tmp_path, mon
     assert len(ours) == len(reference)
     correlation = np.corrcoef(ours, reference)[0, 1]
     assert correlation > 0.95                                                   # Vorbis is lossy, not different
+
+
+@pytest.mark.parametrize("semitones", [-2, 1])
+def test_formant_shift_keeps_pitch_and_timing(renderer, semitones):
+    midi = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(0)
+    piano.notes.append(pretty_midi.Note(100, 69, 1.0, 2.5))                   # A4 = 440 Hz from 1.0 s
+    piano.control_changes.append(pretty_midi.ControlChange(11, 127, 3.0))
+    midi.instruments.append(piano)
+    shifted, rate = render.formant_shifted(midi, semitones, renderer.sample_rate, 22050)
+    assert shifted.instruments[0].notes[0].pitch == 69 - semitones
+    audio = render.master(renderer.render(shifted), rate, 22050, np.random.default_rng(0))
+    assert len(audio) / 22050 == pytest.approx(3.0, abs=0.01)
+    envelope = np.abs(audio)
+    assert np.argmax(envelope > 0.2 * envelope.max()) / 22050 == pytest.approx(1.0, abs=0.02)
+    tone = audio[int(1.2 * 22050):int(2.2 * 22050)]
+    spectrum = np.abs(np.fft.rfft(tone * np.hanning(len(tone))))
+    freqs = np.fft.rfftfreq(len(tone), 1 / 22050)
+    assert freqs[np.argmax(spectrum * (freqs < 600))] == pytest.approx(440.0, abs=2.0)

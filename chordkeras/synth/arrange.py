@@ -496,6 +496,17 @@ def arrange(plan: SongPlan, rng: np.random.Generator) -> tuple[pretty_midi.Prett
         _play_harmony(inst, part, segments, timing, plan, rng, k == 0, section_gain)
         midi.instruments.append(inst)
         harmony.append((part.program, part.pattern))
+    if rng.random() < 0.15:
+        # A doubling: another instrument plays one part's notes (piano + strings, guitar + organ, ...).
+        source = midi.instruments[int(rng.integers(len(midi.instruments)))]
+        programs = HARMONY_FAMILIES[families[int(rng.choice(len(families), p=weights / weights.sum()))]][0]
+        double = pretty_midi.Instrument(program=int(programs[int(rng.integers(len(programs)))]))
+        shift = int(rng.choice([0, 12, -12]))
+        scale = rng.uniform(0.6, 0.9)
+        double.notes = [pretty_midi.Note(max(1, int(n.velocity * scale)), n.pitch + shift, n.start, n.end)
+                        for n in source.notes if 0 <= n.pitch + shift <= 127]
+        midi.instruments.append(double)
+        harmony.append((double.program, "double"))
 
     bass = None
     if rng.random() < 0.9:
@@ -548,6 +559,8 @@ def _mix(midi: pretty_midi.PrettyMIDI, rng: np.random.Generator, has_melody: boo
             pretty_midi.ControlChange(91, int(rng.integers(0, 90)), 0.0),
             pretty_midi.ControlChange(93, int(rng.choice([0, rng.integers(0, 70)])), 0.0),
         ]
+        if inst is melody or (40 <= inst.program < 56 and rng.random() < 0.5):
+            inst.control_changes.append(pretty_midi.ControlChange(1, int(rng.integers(10, 70)), 0.0))   # vibrato
         if not inst.is_drum:
             cents = tuning_cents + float(rng.normal(0, 4))
             inst.pitch_bends.append(pretty_midi.PitchBend(int(np.clip(round(cents / 200 * 8192), -8192, 8191)), 0.0))

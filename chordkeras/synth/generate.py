@@ -69,8 +69,10 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
         raise ValueError(f"minutes_per_song must be positive, got {minutes_per_song}")
     plan = harmony.plan_song(rng, seconds)
     midi, arrangement = arrange_lib.arrange(plan, rng)
-    rendered = renderer.render(midi)
-    audio = render.master(rendered, renderer.sample_rate, sample_rate, rng)
+    rate = renderer.sample_rate
+    if renderer.name == render.SOUNDFONT_RENDERER and rng.random() < 0.4:
+        midi, rate = render.formant_shifted(midi, int(rng.choice([-2, -1, 1, 2])), rate, sample_rate)
+    audio = render.master(renderer.render(midi), rate, sample_rate, rng)
     samples = int(round(plan.duration * sample_rate))
     audio = np.pad(audio[:samples], (0, max(samples - len(audio), 0)))
     labels = plan.labels()

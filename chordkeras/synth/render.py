@@ -9,6 +9,8 @@ sets the level and adds noise, all drawn from the song's generator.
 
 from __future__ import annotations
 
+import copy
+import fractions
 import io
 import math
 import os
@@ -170,6 +172,30 @@ def load_renderer(soundfont: os.PathLike | str | None = None):
         return AdditiveRenderer()
 
 
+def formant_shifted(midi: pretty_midi.PrettyMIDI, semitones: int, rate: int, sample_rate: int):
+    """Sets up a timbre change by playback speed: render low and slow, then resample up and fast.
+
+    Pitched notes are played `semitones` lower and every event later by a factor
+    of about 2**(semitones/12); `master` resampling from the returned effective
+    rate (instead of `rate`) restores pitch and timing exactly, while the
+    SoundFont's samples come out with formants and envelopes shifted.
+
+    Returns:
+        (the stretched copy of `midi`, the effective sample rate to pass to `master`).
+    """
+    ratio = fractions.Fraction(sample_rate / (rate * 2 ** (semitones / 12))).limit_denominator(2000)
+    stretch = sample_rate / (rate * float(ratio))
+    out = copy.deepcopy(midi)
+    for inst in out.instruments:
+        for note in inst.notes:
+            note.start, note.end = note.start * stretch, note.end * stretch
+            if not inst.is_drum:
+                note.pitch = int(np.clip(note.pitch - semitones, 0, 127))
+        for event in inst.control_changes + inst.pitch_bends:
+            event.time *= stretch
+    return out, rate * stretch
+
+
 def _colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     white = rng.standard_normal(n)
     color = rng.choice(["white", "pink", "brown"], p=[0.3, 0.5, 0.2])
@@ -226,7 +252,7 @@ def _random_eq(rng: np.random.Generator, sr: int) -> np.ndarray:
     return np.concatenate(sos)
 
 
-def master(audio: np.ndarray, rate: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+def master(audio: np.ndarray, rate: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     """Random mix-down and room: per-channel EQ and level, mono, reverb, level, noise.
 
     The arrangement pans every instrument hard left or right, so the two channels
@@ -234,7 +260,7 @@ def master(audio: np.ndarray, rate: int, sample_rate: int, rng: np.random.Genera
 
     Args:
         audio: float [samples, channels] from a renderer.
-        rate: Its sample rate.
+        rate: Its sample rate (or the effective rate from `formant_shifted`).
         sample_rate: Output rate.
         rng: The song's generator (all random choices come from it).
 
@@ -243,8 +269,8 @@ def master(audio: np.ndarray, rate: int, sample_rate: int, rng: np.random.Genera
     """
     channels = audio.T.astype(np.float64)
     if rate != sample_rate:
-        g = math.gcd(rate, sample_rate)
-        channels = scipy.signal.resample_poly(channels, sample_rate // g, rate // g, axis=1)
+        ratio = fractions.Fraction(sample_rate / rate).limit_denominator(2000)
+        channels = scipy.signal.resample_poly(channels, ratio.numerator, ratio.denominator, axis=1)
     sr = sample_rate
     gains = 10 ** (rng.uniform(-6, 6, len(channels)) / 20)
     mono = sum(gain * scipy.signal.sosfilt(_random_eq(rng, sr), channel) for gain, channel in zip(gains, channels))
