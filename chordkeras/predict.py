@@ -96,15 +96,29 @@ class ArraySource(AudioSource):
 
 
 class SoundFileSource(AudioSource):
-    """A file read through libsndfile (WAV, FLAC, OGG, MP3, AIFF, ...) with seeking."""
+    """A file decoded by libsndfile (WAV, FLAC, OGG, MP3, AIFF, ...), front to back.
+
+    Reads must come in non-decreasing order of `start` (overlapping is fine): the file is decoded
+    sequentially and only the samples a later read may still ask for are kept. libsndfile's MP3
+    seeking is not sample-accurate, so the file is never seeked; a read that goes back before the
+    kept samples starts decoding again from the beginning.
+    """
 
     def __init__(self, path: str | os.PathLike):
-        import soundfile
-
         self.path = os.fspath(path)
-        self._file = soundfile.SoundFile(self.path)
+        self._file = None
+        self._open()
         self.sample_rate = int(self._file.samplerate)
         self.num_samples = int(self._file.frames)
+
+    def _open(self) -> None:
+        import soundfile
+
+        if self._file is not None:
+            self._file.close()
+        self._file = soundfile.SoundFile(self.path)
+        self._kept = np.zeros(0, dtype=np.float32)  # decoded samples from _kept_start on
+        self._kept_start = 0
 
     def read(self, start: int, stop: int) -> np.ndarray:
         from chordkeras.audio import AudioError
@@ -112,33 +126,73 @@ class SoundFileSource(AudioSource):
         start, stop = max(0, start), min(stop, self.num_samples)
         if stop <= start:
             return np.zeros(0, dtype=np.float32)
-        self._file.seek(start)
-        data = self._file.read(stop - start, dtype="float32", always_2d=True)
-        mono = data.mean(axis=1, dtype=np.float32)
-        if not np.all(np.isfinite(mono)):
-            raise AudioError(self.path, f"non-finite samples (NaN or infinity) between samples {start} and {stop}")
-        return mono
+        if start < self._kept_start:
+            self._open()
+        decoded_to = self._kept_start + len(self._kept)
+        if stop > decoded_to:
+            data = self._file.read(stop - decoded_to, dtype="float32", always_2d=True)
+            mono = data.mean(axis=1, dtype=np.float32)
+            if not np.all(np.isfinite(mono)):
+                raise AudioError(self.path, f"non-finite samples (NaN or infinity) after sample {decoded_to}")
+            self._kept = np.concatenate([self._kept, mono])
+        # Drop what no later read (start non-decreasing) can ask for.
+        drop = min(start - self._kept_start, len(self._kept))
+        self._kept, self._kept_start = self._kept[drop:], self._kept_start + drop
+        return self._kept[: stop - start].copy()
 
     def close(self) -> None:
         self._file.close()
 
 
+class TfioMp3Source(AudioSource):
+    """An MP3 file read span by span through tensorflow-io, whose MP3 slicing is sample-accurate.
+
+    (libsndfile's MP3 decoding loses samples when a read ends inside an MP3 frame.)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        import tensorflow_io as tfio
+
+        self.path = os.fspath(path)
+        self._tensor = tfio.audio.AudioIOTensor(self.path)
+        self.sample_rate = int(self._tensor.rate)
+        self.num_samples = int(self._tensor.shape[0])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        from chordkeras.audio import AudioError
+
+        start, stop = max(0, start), min(stop, self.num_samples)
+        if stop <= start:
+            return np.zeros(0, dtype=np.float32)
+        mono = self._tensor[start:stop].numpy().astype(np.float32).mean(axis=1, dtype=np.float32)
+        if not np.all(np.isfinite(mono)):
+            raise AudioError(self.path, f"non-finite samples (NaN or infinity) between samples {start} and {stop}")
+        return mono
+
+
 def open_audio(path: str | os.PathLike, fallback_rate: int) -> AudioSource:
     """Opens a file for span reads.
 
-    Files libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, ...) are read span by span; anything else
-    is decoded whole by `chordkeras.audio.load_audio` at `fallback_rate`.
+    MP3 is read through tensorflow-io, other formats libsndfile reads (WAV, FLAC, OGG, AIFF, ...)
+    through libsndfile, both span by span; anything else is decoded whole by
+    `chordkeras.audio.load_audio` at `fallback_rate`.
 
     Raises:
         chordkeras.audio.AudioError: missing, unreadable or empty file.
     """
     import soundfile
+    import tensorflow as tf
 
     from chordkeras import audio
 
+    if not os.path.isfile(path):
+        raise audio.AudioError(path, "file not found")
     try:
-        source: AudioSource = SoundFileSource(path)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError):
+        if str(path).lower().endswith(".mp3"):
+            source: AudioSource = TfioMp3Source(path)
+        else:
+            source = SoundFileSource(path)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, tf.errors.OpError):
         source = ArraySource(audio.load_audio(os.fspath(path), fallback_rate), fallback_rate)
     if source.num_samples == 0:
         source.close()
