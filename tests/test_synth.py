@@ -222,7 +222,7 @@ def test_worker_count_does_not_change_the_songs(tmp_path):
             assert (one.parent / row[column]).read_bytes() == (two.parent / row[column]).read_bytes()
 
 
-def test_additive_fallback_renders_the_chords(monkeypatch):
+def test_additive_fallback_renders_the_chords(monkeypatch, tmp_path):
     def broken(*args, **kwargs):
         raise ImportError("no SoundFont synthesiser")
 
@@ -239,6 +239,11 @@ def test_additive_fallback_renders_the_chords(monkeypatch):
               for s, e, label in song.labels if label != "N" and e - s > 0.4]
     assert np.sqrt(np.mean(song.audio**2)) > 1e-3
     assert np.median(shares) > 0.6
+
+    with pytest.warns(RuntimeWarning, match="fallback"):
+        manifest = generate.generate_songs(tmp_path, 1, seed=3, minutes_per_song=0.1, workers=1)
+    assert json.loads((tmp_path / "synth.json").read_text())["renderer"] == render.ADDITIVE_RENDERER
+    assert (tmp_path / _read_manifest(manifest)[0]["audio"]).exists()
 
 
 def test_explicit_soundfont_must_load(tmp_path):

@@ -259,9 +259,11 @@ def _play_harmony(inst: pretty_midi.Instrument, part: _Part, segments, timing: _
                 if b == seg.start_beat and stroke == ".":
                     stroke = "D"
                 if stroke != ".":
+                    # Strings ring until the next stroke re-strikes them.
+                    gap = next((j for j in range(1, len(pattern) + 1) if pattern[(k + j) % len(pattern)] != "."), 1)
                     order = notes if stroke == "D" else notes[::-1][: max(3, len(notes) - 2)]
                     delays = [i * part.strum_ms / 1000 * rng.uniform(0.8, 1.2) for i in range(len(order))]
-                    hit(b, seg.end_beat - b, order, 1.0 if stroke == "D" else 0.75, delays)
+                    hit(b, min(gap * step, seg.end_beat - b), order, 1.0 if stroke == "D" else 0.75, delays)
                 b += step
                 k += 1
         else:  # arpeggio
@@ -274,7 +276,7 @@ def _play_harmony(inst: pretty_midi.Instrument, part: _Part, segments, timing: _
             b, k = seg.start_beat, 0
             ring = part.staccato > 0.7
             while b < seg.end_beat - 1e-6:
-                length = (seg.end_beat - b) if ring else step * 1.5
+                length = min(seg.end_beat - b, 2.0) if ring else step * 1.5
                 hit(b, length, [order[k % len(order)]], 1.0 if k == 0 else 0.85)
                 if primary and k == 0:
                     hit(b, seg.beats * 0.5, notes, 0.6)       # soft chord under the first note
@@ -288,11 +290,10 @@ def _play_bass(inst: pretty_midi.Instrument, segments, timing: _Timing, plan: So
     low = int(rng.integers(28, 38))
     velocity = float(rng.uniform(60, 110))
     bar = plan.beats_per_bar
-    chords = [s for s in segments]
-    for i, seg in enumerate(chords):
+    for i, seg in enumerate(segments):
         if seg.chord is None:
             continue
-        nxt = next((s.chord for s in chords[i + 1:i + 2] if s.chord is not None), None)
+        nxt = segments[i + 1].chord if i + 1 < len(segments) else None
         root = low + (seg.chord.bass_pc - low) % 12
         chord_tones = sorted(low + (pc - low) % 12 for pc in seg.chord.pitch_classes)
         scale = MINOR_SCALE if seg.minor else MAJOR_SCALE
