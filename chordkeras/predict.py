@@ -32,15 +32,17 @@ from chordkeras.config import FeatureConfig, feature_config_from_dict
 # with 170 classes a switch then costs log(0.9 * 169 / 0.1) = 7.3 nats, which a real change earns
 # back within a few confident frames while one-frame flickers do not.
 DEFAULT_SELF_TRANSITION = 0.9
-# Network windows: the Keras backend batches many short windows (see KerasChordModel); the
+# Network windows: the Keras backend batches many short windows (see KerasTranscriber); the
 # SavedModel takes one window per call, so longer ones pay less per-call overhead. The overlap
 # gives each kept frame at least half of it as context on both sides.
-DEFAULT_WINDOW_SECONDS = {"keras": 20.0, "saved_model": 60.0}
+DEFAULT_WINDOW_SECONDS = {"keras": 30.0, "saved_model": 60.0}
 DEFAULT_OVERLAP_SECONDS = 5.0
 # Frames per network call (bounds the memory of the activations).
 MAX_BATCH_FRAMES = 4096
-# Audio analysed per feature step, and the context read on both sides of it for the resampler.
-FEATURE_CHUNK_SECONDS = 120.0
+# Audio analysed per feature step (small enough for the STFT frames of the longest window to stay
+# in cache: 30 s chunks run about twice as fast as whole 4-minute songs), and the context read on
+# both sides of a chunk for the resampler.
+FEATURE_CHUNK_SECONDS = 30.0
 RESAMPLER_CONTEXT_SECONDS = 1.0
 OUTPUT_FORMATS = ("lab", "jams", "csv")
 MODEL_CARD = "model_card.json"
@@ -239,8 +241,8 @@ def plan_windows(num_frames: int, window_frames: int, overlap_frames: int) -> li
 # Models
 
 
-class ChordModel:
-    """A trained chord model with one interface for both saved formats.
+class Transcriber:
+    """A trained chord model ready for inference, with one interface for both saved formats.
 
     Attributes:
         class_names: Harte label of every output class.
@@ -295,7 +297,9 @@ class ChordModel:
 
             self._spectrogram_fn = spectrogram_fn
         total = self.num_frames(source)
-        margin = math.ceil(config.max_fft / 2 / config.hop_length) + math.ceil(RESAMPLER_CONTEXT_SECONDS * config.frame_rate)
+        margin = math.ceil(config.max_fft / 2 / config.hop_length)
+        if source.sample_rate != config.sample_rate:
+            margin += math.ceil(RESAMPLER_CONTEXT_SECONDS * config.frame_rate)
         chunk_frames = max(1, int(round(FEATURE_CHUNK_SECONDS * config.frame_rate)))
         spectrogram = np.empty((total, config.n_bins), dtype=np.float32)
         for first in range(0, total, chunk_frames):
@@ -339,7 +343,7 @@ def _fit_frames(values: np.ndarray, frames: int) -> np.ndarray:
     return np.concatenate([values, np.repeat(values[-1:], frames - len(values), axis=0)])
 
 
-class KerasChordModel(ChordModel):
+class KerasTranscriber(Transcriber):
     """A `.keras` model (spectrogram in, logits dict out).
 
     Features are computed here with `chordkeras.features` (the ops the SavedModel runs), in chunks;
@@ -385,7 +389,7 @@ class KerasChordModel(ChordModel):
         return probs
 
 
-class SavedModelChordModel(ChordModel):
+class SavedModelTranscriber(Transcriber):
     """The exported SavedModel: audio and sample rate in, probabilities out (features in the graph).
 
     The signature takes one mono signal, so windows are analysed one call each.
@@ -427,7 +431,7 @@ def load_chord_model(
     backend: str = "auto",
     window_seconds: float | None = None,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
-) -> ChordModel:
+) -> Transcriber:
     """Loads an export folder or a `.keras` file.
 
     Args:
@@ -442,7 +446,7 @@ def load_chord_model(
         overlap_seconds: Overlap between consecutive windows.
 
     Returns:
-        A ChordModel with `.probabilities(audio, sample_rate) -> (probs, frame_times)`.
+        A Transcriber with `.probabilities(audio, sample_rate) -> (probs, frame_times)`.
 
     Raises:
         ValueError: not a model, missing model card, or a backend the files do not provide.
@@ -465,10 +469,10 @@ def load_chord_model(
     if backend == "keras":
         if not keras_file.is_file():
             raise ValueError(f"{path}: no {KERAS_FILE}")
-        return KerasChordModel(keras_file, card, window_seconds, overlap_seconds)
+        return KerasTranscriber(keras_file, card, window_seconds, overlap_seconds)
     if saved_model is None or not saved_model.is_dir():
         raise ValueError(f"{path}: no {SAVED_MODEL}/ folder (a .keras file needs backend 'keras')")
-    return SavedModelChordModel(path, card, window_seconds, overlap_seconds)
+    return SavedModelTranscriber(path, card, window_seconds, overlap_seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,7 +491,7 @@ class Transcription:
 
 
 def transcribe_source(
-    model: ChordModel,
+    model: Transcriber,
     source: AudioSource,
     decode: str = "viterbi",
     self_transition: float = DEFAULT_SELF_TRANSITION,
@@ -501,7 +505,7 @@ def transcribe_source(
 
 
 def transcribe(
-    model: ChordModel | str | os.PathLike,
+    model: Transcriber | str | os.PathLike,
     audio: str | os.PathLike | np.ndarray,
     sample_rate: int | None = None,
     decode: str = "viterbi",
@@ -510,7 +514,7 @@ def transcribe(
     """Chord segments of an audio file or array.
 
     Args:
-        model: A loaded ChordModel, or a path for `load_chord_model`.
+        model: A loaded Transcriber, or a path for `load_chord_model`.
         audio: A file path (any format `chordkeras.audio.load_audio` reads), or samples
             ([samples] or [samples, channels]) with `sample_rate`.
         sample_rate: Rate of array input; ignored for files.
@@ -520,7 +524,7 @@ def transcribe(
     Returns:
         Segments (start, end, Harte label, confidence) covering [0, duration].
     """
-    if not isinstance(model, ChordModel):
+    if not isinstance(model, Transcriber):
         model = load_chord_model(model)
     if isinstance(audio, (str, os.PathLike)):
         source = open_audio(audio, model.features.sample_rate)
@@ -610,7 +614,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="keras (batched windows, features computed here) or saved_model (the exported "
                         "signature); auto: keras when the model folder has model.keras")
     parser.add_argument("--window-seconds", type=float, default=None,
-                        help="network analysis window (default: 20 for keras, 60 for saved_model)")
+                        help="network analysis window (default: 30 for keras, 60 for saved_model)")
     parser.add_argument("--overlap-seconds", type=float, default=DEFAULT_OVERLAP_SECONDS,
                         help=f"overlap between windows (default {DEFAULT_OVERLAP_SECONDS})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -228,7 +228,7 @@ def test_backends_agree_with_the_exported_signature(export_folder):
         assert probs.shape == expected.shape
         np.testing.assert_allclose(probs, expected, atol=1e-5, err_msg=backend)
         np.testing.assert_allclose(times, direct["frame_times"].numpy(), atol=1e-4)
-    assert isinstance(predict.load_chord_model(export_folder), predict.KerasChordModel)
+    assert isinstance(predict.load_chord_model(export_folder), predict.KerasTranscriber)
     assert model.class_names == list(vocab.get_vocabulary("large").class_names)
 
 
