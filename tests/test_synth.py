@@ -97,7 +97,7 @@ def test_plans_cover_the_vocabulary_with_valid_timing():
         for seg in plan.segments[:-1]:
             assert bar / 2 - 1e-9 <= seg.beats <= 2 * bar + 1e-9, seg
         tempo = 60 / np.diff(plan.beat_times[: 2 * bar + 1]).mean()
-        assert 48 <= tempo <= 185
+        assert 55 <= tempo <= 190
     total = sum(quality_seconds.values())
     assert set(quality_seconds) == set(harmony.QUALITY_INTERVALS)
     assert (quality_seconds["maj"] + quality_seconds["min"]) / total > 0.5

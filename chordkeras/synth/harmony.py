@@ -407,7 +407,7 @@ def plan_song(rng: np.random.Generator, target_seconds: float) -> SongPlan:
     beats_per_bar, subdivision = [(4, 2), (3, 2), (2, 3)][meter]
     if beats_per_bar == 4 and rng.random() < 0.15:
         subdivision = 3                                     # 12/8 shuffle feel
-    tempo = float(rng.uniform(60, 180)) if subdivision == 2 else float(rng.uniform(50, 110))
+    tempo = float(rng.uniform(60, 180)) if subdivision == 2 else float(rng.uniform(60, 110))
     swing = float(rng.uniform(0.55, 0.66)) if subdivision == 2 and rng.random() < 0.2 else 0.5
     style = draw_style(rng)
     blues = beats_per_bar == 4 and rng.random() < 0.06
