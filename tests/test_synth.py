@@ -42,11 +42,14 @@ def chord_mask(label: str) -> np.ndarray:
     return np.roll(bits, root).astype(bool)
 
 
+def tone_share(pitch_class_energy: np.ndarray, label: str) -> float:
+    """Fraction of a 12-bin energy vector on the chord's pitch classes."""
+    return float(pitch_class_energy[chord_mask(label)].sum() / max(pitch_class_energy.sum(), 1e-12))
+
+
 def chord_share(times, energy, start, end, label) -> float:
     """Fraction of the pitch-class energy in [start, end) that falls on the chord's pitch classes."""
-    inside = (times >= start) & (times < end)
-    e = energy[inside].sum(0)
-    return float(e[chord_mask(label)].sum() / max(e.sum(), 1e-12))
+    return tone_share(energy[(times >= start) & (times < end)].sum(0), label)
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +161,8 @@ def test_chord_changes_line_up_with_the_audio(songs, shift):
             onset_hits += np.min(np.abs(onsets - boundary)) <= FRAME_SECONDS
             pre = energy[(times > boundary - 0.4) & (times < boundary - FRAME_SECONDS)].sum(0)
             post = energy[(times > boundary + FRAME_SECONDS) & (times < boundary + 0.4)].sum(0)
-            fits = lambda e, label: e[chord_mask(label)].sum() / max(e.sum(), 1e-12)  # noqa: E731
-            switched += fits(pre, before) > fits(pre, after) and fits(post, after) > fits(post, before)
+            switched += (tone_share(pre, before) > tone_share(pre, after)
+                         and tone_share(post, after) > tone_share(post, before))
     assert total >= 10
     if shift == 0.0:
         assert onset_hits / total > 0.9
