@@ -1,10 +1,12 @@
 """Audio rendering: MIDI through a SoundFont (or an additive fallback), then a random master chain.
 
-`SoundFontRenderer` uses midirenderer (a Rust SoundFont synthesiser shipped as
-wheels, 48 kHz stereo out). `AdditiveRenderer` is a plain harmonic-partials
-synthesiser used only when no SoundFont renderer loads; `load_renderer` warns
-when it falls back. `master` then downmixes, resamples, equalises, adds reverb,
-sets the level and adds noise, all drawn from the song's generator.
+`SoundFontRenderer` uses midirenderer (the Rust synthesiser rustysynth shipped as
+wheels; 48 kHz stereo out, its own reverb and chorus; SF3 files are converted to
+SF2 first). `AdditiveRenderer` is a plain harmonic-partials synthesiser used only
+when no SoundFont renderer loads; `load_renderer` warns when it falls back.
+`formant_shifted` optionally changes the samples' timbre by playback speed, and
+`master` resamples, equalises the two stems, mixes to mono, adds reverb, sets the
+level and adds noise, every choice drawn from the song's generator.
 """
 
 from __future__ import annotations
