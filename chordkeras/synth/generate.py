@@ -6,12 +6,14 @@ output does not depend on the number of workers or on which songs already exist.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import multiprocessing
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -134,6 +136,27 @@ def _work(task: tuple[str, int]) -> int:
     return index
 
 
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Keeps spawned workers from re-running the parent's `__main__` module.
+
+    A spawned child first re-imports the parent's main module; from a training CLI
+    that imports TensorFlow this costs seconds and hundreds of MB per worker, and
+    the workers need only this module. Pool workers start inside this block.
+    """
+    main = sys.modules.get("__main__")
+    saved = {name: getattr(main, name) for name in ("__spec__", "__file__") if hasattr(main, name)}
+    try:
+        if main is not None:
+            main.__spec__ = None
+            if "__file__" in saved:
+                del main.__file__
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
 def _settings(seed, minutes_per_song, audio_format, renderer, sample_rate) -> dict:
     soundfont = renderer.soundfont
     return {
@@ -209,7 +232,9 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int, soundf
                 progress.update()
         else:
             # spawn: safe next to TensorFlow/threads in the parent, and identical on every platform.
-            with multiprocessing.get_context("spawn").Pool(workers, _init_worker, init) as pool:
+            with _main_module_hidden():
+                pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, init)
+            with pool:
                 for _ in pool.imap_unordered(_work, tasks):
                     progress.update()
         progress.close()
