@@ -368,3 +368,13 @@ def test_formant_shift_keeps_pitch_and_timing(renderer, semitones):
     spectrum = np.abs(np.fft.rfft(tone * np.hanning(len(tone))))
     freqs = np.fft.rfftfreq(len(tone), 1 / 22050)
     assert freqs[np.argmax(spectrum * (freqs < 600))] == pytest.approx(440.0, abs=2.0)
+
+
+def test_workers_do_not_rerun_the_callers_main_module():
+    import sys
+
+    main = sys.modules["__main__"]
+    before = (getattr(main, "__spec__", None), getattr(main, "__file__", None))
+    with generate._main_module_hidden():
+        assert main.__spec__ is None and not hasattr(main, "__file__")
+    assert (getattr(main, "__spec__", None), getattr(main, "__file__", None)) == before
