@@ -232,30 +232,29 @@ def test_backends_agree_with_the_exported_signature(export_folder):
     assert model.class_names == list(vocab.get_vocabulary("large").class_names)
 
 
-def test_cli_on_an_export_folder_with_both_backends(export_folder, tmp_path):
+def test_cli_on_an_export_folder(export_folder, tmp_path):
     rng = np.random.default_rng(7)
     soundfile.write(tmp_path / "song.ogg", render_song(song_segments(rng, 4), 32000, rng), 32000)
-    for backend in ("saved_model", "keras"):
-        out = tmp_path / backend
-        argv = [str(export_folder), str(tmp_path / "song.ogg"), "--out", str(out), "--backend", backend,
-                "--window-seconds", "6", "--no-progress"]
-        assert predict.main(argv) == 0
-        intervals, labels = mir_eval.io.load_labeled_intervals(str(out / "song.lab"))
-        assert intervals[0, 0] == 0.0 and intervals[-1, 1] == pytest.approx(soundfile.info(tmp_path / "song.ogg").duration)
+    argv = [str(export_folder), str(tmp_path / "song.ogg"), "--out", str(tmp_path / "out"),
+            "--backend", "saved_model", "--window-seconds", "6", "--no-progress"]
+    assert predict.main(argv) == 0
+    intervals, _ = mir_eval.io.load_labeled_intervals(str(tmp_path / "out" / "song.lab"))
+    assert intervals[0, 0] == 0.0
+    assert intervals[-1, 1] == pytest.approx(soundfile.info(tmp_path / "song.ogg").duration)
     assert predict.main([str(tmp_path), str(tmp_path / "song.ogg")]) == 2  # not a model
 
 
 def test_evaluate_a_model_on_prepared_records(export_folder, tmp_path):
     from helpers_data import write_tiny_dataset
 
-    records = write_tiny_dataset(tmp_path / "tfrecords" / "tiny", FEATURES, songs_per_split=(1, 1, 3), frames=60)
+    records = write_tiny_dataset(tmp_path / "tfrecords" / "tiny", FEATURES, songs_per_split=(1, 1, 2), frames=60)
     out = tmp_path / "eval"
     argv = ["--model", str(export_folder), "--records", str(records), "--out", str(out), "--plot", "--no-progress"]
     assert evaluate.main(argv) == 0
     results = json.loads((out / "evaluation.json").read_text())
-    assert sorted(results["songs"]) == ["test/0", "test/1", "test/2"]
+    assert sorted(results["songs"]) == ["test/0", "test/1"]
     assert results["split"] == "test" and results["decode"] == "viterbi"
-    assert results["total_duration"] == pytest.approx(3 * 60 / FEATURES.frame_rate, rel=1e-6)
+    assert results["total_duration"] == pytest.approx(2 * 60 / FEATURES.frame_rate, rel=1e-6)
     with Image.open(out / "plots" / "test" / "0.png") as image:
         assert image.size == plots.song_figure_size(60 / FEATURES.frame_rate, has_reference=True)
 
