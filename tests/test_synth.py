@@ -378,3 +378,19 @@ def test_workers_do_not_rerun_the_callers_main_module():
     with generate._main_module_hidden():
         assert main.__spec__ is None and not hasattr(main, "__file__")
     assert (getattr(main, "__spec__", None), getattr(main, "__file__", None)) == before
+
+
+def test_several_soundfonts_share_the_music(tmp_path):
+    """Songs are spread over the SoundFonts given; the font drawn never changes the music."""
+    copy = tmp_path / "copy.sf2"
+    copy.write_bytes(render.default_soundfont().read_bytes())
+    assert {generate.soundfont_index(4, i, 2) for i in range(20)} == {0, 1}
+    one = generate.generate_songs(tmp_path / "one", 3, seed=4, minutes_per_song=0.1, workers=1)
+    two = generate.generate_songs(tmp_path / "two", 3, seed=4, soundfont=[render.default_soundfont(), copy],
+                                  minutes_per_song=0.1, workers=1)
+    settings = json.loads((two.parent / "synth.json").read_text())
+    assert [font["name"] for font in settings["soundfonts"]] == ["TimGM6mb.sf2", "copy.sf2"]
+    for row in _read_manifest(one):
+        assert (one.parent / row["audio"]).read_bytes() == (two.parent / row["audio"]).read_bytes()
+    with pytest.raises(ValueError, match="empty"):
+        generate.generate_songs(tmp_path / "three", 1, seed=4, soundfont=[])

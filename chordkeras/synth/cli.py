@@ -19,9 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder (created; existing finished songs are kept)")
     parser.add_argument("--songs", type=int, required=True, help="number of songs")
     parser.add_argument("--seed", type=int, default=0, help="run seed; song i depends only on (seed, i)")
-    parser.add_argument("--soundfont", default=None,
-                        help=".sf2 or .sf3 file (default: TimGM6mb.sf2 shipped with pretty_midi; .sf3 is converted once "
-                             "into $CHORDKERAS_CACHE or ~/.cache/chordkeras)")
+    parser.add_argument("--soundfont", action="append", default=None,
+                        help=".sf2 or .sf3 file; repeat to render each song with one of several (default: TimGM6mb.sf2 "
+                             "shipped with pretty_midi; .sf3 is converted once into $CHORDKERAS_CACHE or ~/.cache/chordkeras)")
     parser.add_argument("--minutes-per-song", type=float, default=None,
                         help="length of every song in minutes (default: 2-4 minutes, drawn per song)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -40,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = json.loads((manifest.parent / SETTINGS_NAME).read_text())
     made = max(args.songs - existing, 0)
     rate = f", {60 * made / elapsed:.1f} songs/min" if made and elapsed > 0 else ""
-    print(f"{made} new songs, {args.songs} listed ({settings['renderer']}, "
-          f"{settings['soundfont'] or 'no SoundFont'}): {elapsed:.1f} s{rate}")
+    fonts = ", ".join(font["name"] for font in settings["soundfonts"]) or "no SoundFont"
+    print(f"{made} new songs, {args.songs} listed ({settings['renderer']}: {fonts}): {elapsed:.1f} s{rate}")
     print(f"manifest: {manifest}")
 
 

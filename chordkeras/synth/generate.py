@@ -16,6 +16,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -116,22 +117,29 @@ def write_song(song: Song, out_dir: Path, index: int, audio_format: str) -> None
     annotations.write_lab(out_dir / lab_name, [annotations.Segment(s, e, l) for s, e, l in song.labels])
 
 
-# Per-process renderer, built once by the pool initialiser (SoundFont bytes stay loaded).
+def soundfont_index(seed: int, index: int, count: int) -> int:
+    """Which of `count` SoundFonts renders song `index`; drawn apart from the music, which stays the same."""
+    return 0 if count == 1 else int(np.random.default_rng([seed, index, 1]).integers(count))
+
+
+# Per-process renderers, built once by the pool initialiser (SoundFont bytes stay loaded).
 _WORKER: dict = {}
 
 
-def _init_worker(renderer_name: str, soundfont: str | None, settings: dict) -> None:
+def _init_worker(renderer_name: str, soundfonts: list[str | None], settings: dict) -> None:
     if renderer_name == render.ADDITIVE_RENDERER:
-        _WORKER["renderer"] = render.AdditiveRenderer()
+        _WORKER["renderers"] = [render.AdditiveRenderer()]
     else:
-        _WORKER["renderer"] = render.SoundFontRenderer(soundfont)
+        _WORKER["renderers"] = [render.SoundFontRenderer(path) for path in soundfonts]
     _WORKER["settings"] = settings
 
 
 def _work(task: tuple[str, int]) -> int:
     out_dir, index = task
     s = _WORKER["settings"]
-    song = make_song(s["seed"], index, _WORKER["renderer"], s["minutes_per_song"], s["sample_rate"])
+    renderers = _WORKER["renderers"]
+    renderer = renderers[soundfont_index(s["seed"], index, len(renderers))]
+    song = make_song(s["seed"], index, renderer, s["minutes_per_song"], s["sample_rate"])
     write_song(song, Path(out_dir), index, s["audio_format"])
     return index
 
@@ -157,21 +165,21 @@ def _main_module_hidden():
             setattr(main, name, value)
 
 
-def _settings(seed, minutes_per_song, audio_format, renderer, sample_rate) -> dict:
-    soundfont = renderer.soundfont
+def _settings(seed, minutes_per_song, audio_format, renderers, sample_rate) -> dict:
+    fonts = [Path(r.soundfont) for r in renderers if r.soundfont is not None]
     return {
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "minutes_per_song": None if minutes_per_song is None else float(minutes_per_song),
         "audio_format": audio_format,
         "sample_rate": int(sample_rate),
-        "renderer": renderer.name,
-        "soundfont": None if soundfont is None else Path(soundfont).name,
-        "soundfont_bytes": None if soundfont is None else Path(soundfont).stat().st_size,
+        "renderer": renderers[0].name,
+        "soundfonts": [{"name": f.name, "bytes": f.stat().st_size} for f in fonts],
     }
 
 
-def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int, soundfont: os.PathLike | str | None = None,
+def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
+                   soundfont: os.PathLike | str | Sequence[os.PathLike | str] | None = None,
                    minutes_per_song: float | None = None, workers: int | None = None,
                    audio_format: str = "flac") -> Path:
     """Generates `num_songs` songs (audio + .lab) and a manifest CSV into `out_dir`.
@@ -183,7 +191,8 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int, soundf
         out_dir: Output folder (created).
         num_songs: Number of songs.
         seed: Run seed (non-negative).
-        soundfont: .sf2 or .sf3 file; None uses pretty_midi's TimGM6mb.sf2 (additive fallback if no
+        soundfont: .sf2 or .sf3 file, or several (each song is rendered with one of them, chosen
+            by seed and index); None uses pretty_midi's TimGM6mb.sf2 (additive fallback if no
             renderer loads).
         minutes_per_song: Length of every song; None draws 2-4 minutes per song.
         workers: Processes; None uses every available core.
@@ -203,9 +212,12 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int, soundf
         raise ValueError(f"minutes_per_song must be positive, got {minutes_per_song}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    renderer = render.load_renderer(soundfont)
+    fonts = [soundfont] if soundfont is None or isinstance(soundfont, (str, os.PathLike)) else list(soundfont)
+    if not fonts:
+        raise ValueError("soundfont is an empty list; pass None for the default SoundFont")
+    renderers = [render.load_renderer(font) for font in fonts]
     sample_rate = FeatureConfig().sample_rate
-    settings = _settings(seed, minutes_per_song, audio_format, renderer, sample_rate)
+    settings = _settings(seed, minutes_per_song, audio_format, renderers, sample_rate)
     settings_path = out_dir / SETTINGS_NAME
     if settings_path.exists():
         previous = json.loads(settings_path.read_text())
@@ -222,9 +234,10 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int, soundf
     if missing:
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=len(missing), desc=f"synth songs ({renderer.name})", unit="song")
+        progress = tqdm(total=len(missing), desc=f"synth songs ({renderers[0].name})", unit="song")
         tasks = [(str(out_dir), i) for i in missing]
-        init = (renderer.name, None if renderer.soundfont is None else str(renderer.soundfont), settings)
+        paths = [None if r.soundfont is None else str(r.soundfont) for r in renderers]
+        init = (renderers[0].name, paths, settings)
         if workers == 1:
             _init_worker(*init)
             for task in tasks:
