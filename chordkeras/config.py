@@ -103,6 +103,7 @@ class ModelConfig:
     conv_filters: tuple[int, ...] = (16, 32)
     conv_kernel: int = 3
     pool_frequency: tuple[int, ...] = (2, 2)
+    embedding_dim: int = 128  # per-frame features between the conv front end and the GRUs (crnn)
     rnn_units: int = 64
     rnn_layers: int = 1
     transformer_dim: int = 96
@@ -209,7 +210,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # A few seconds of training for tests and smoke runs.
     "tiny": {
         "data": {"batch_size": 8, "excerpt_seconds": 4.0, "eval_batch_size": 4},
-        "model": {"conv_filters": (8,), "pool_frequency": (4,), "rnn_units": 16},
+        "model": {"conv_filters": (8,), "pool_frequency": (4,), "embedding_dim": 32, "rnn_units": 16},
         "train": {"epochs": 2, "early_stopping": False},
     },
     # The transformer encoder over frames.

@@ -1,0 +1,638 @@
+"""The chord network: `build_model(config)` and the `ChordModel` that trains it.
+
+Two architectures share the input normalisation, the convolutional front end and the heads:
+
+- 'crnn': per-bin batch normalisation, 2-D convolutions over time x frequency (pooling along
+  frequency only, so every frame keeps its own output), a dense frame embedding, then
+  bidirectional GRU layers.
+- 'transformer': the same front end, a convolutional relative position embedding (as in
+  wav2vec 2.0, so it works for any length), then pre-norm transformer encoder blocks.
+
+Heads (float32 logits, one vector per frame): 'root' (13), 'bass' (13), 'pitches' (12, sigmoid)
+and 'chord' (the vocabulary's classes). The chord head also reads the root, bass and pitch-class
+probabilities (structured training, as in McFee & Bello 2017): the chord class is mostly a function
+of those, and the auxiliary targets are what carries over between vocabularies.
+
+Padding: the model finds it from the spectrogram itself (the datasets pad with zeros, and silence
+is exactly 0 in the features): the all-zero frames after the last non-zero one are masked. They
+are left out of batch-norm statistics, zeroed between layers (so 'same' convolutions see what
+they would see at the true end), skipped by the recurrent layers and not attended to, so appending
+padding to a song changes none of its outputs. The heads see the mask as a feature, so trailing
+silence still learns to say N.
+
+`ChordModel` computes the multi-task loss itself: label-smoothed cross-entropy for chord, root and
+bass (frames labelled -1 are ignored), sigmoid cross-entropy for the pitch classes, each summed over
+the real frames (mask 1) and divided by the number of real frames in the global batch, so padding
+changes nothing and replicas of a tf.distribute strategy add up to the single-device loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from chordkeras import vocab
+from chordkeras.config import RunConfig
+
+ARCHITECTURES = ("crnn", "transformer")
+PRECISIONS = ("auto", "off", "float32", "mixed_float16", "mixed_bfloat16")
+DEVICE_KINDS = ("cpu", "cuda", "metal")
+# Output name -> number of logits (the chord head's size comes from the vocabulary).
+AUX_HEADS = {"root": 13, "bass": 13, "pitches": 12}
+OUTPUT_NAMES = ("chord", "root", "bass", "pitches")
+# Width of the convolutional position embedding of the transformer, in frames (about 1.4 s at the
+# default 10.8 frames/s): long enough to give every frame its neighbourhood, short enough to stay
+# a relative (translation-invariant) encoding.
+POSITION_KERNEL = 15
+
+_serializable = keras.saving.register_keras_serializable(package="chordkeras")
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+
+
+@_serializable
+class FrameMask(layers.Layer):
+    """Right-padding mask [B, T]: 1.0 up to the last frame with a non-zero bin, 0.0 after it.
+
+    Trailing all-zero frames are the zero padding of a batch (or a song's trailing digital
+    silence, which needs no chord either); silence inside a song stays a real frame. Right
+    padding is also the only mask cuDNN's recurrent kernels accept. The first frame always
+    counts, so no sequence is entirely masked.
+    """
+
+    def __init__(self, **kwargs):
+        # Decided in float32: a float16 cast could flush tiny magnitudes to zero.
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+
+    def call(self, spectrogram):
+        nonzero = tf.reduce_any(tf.not_equal(spectrogram, 0.0), axis=-1)
+        frames = tf.shape(nonzero)[1]
+        positions = tf.range(1, frames + 1)[None, :]
+        length = tf.reduce_max(tf.where(nonzero, positions, 0), axis=1)
+        return tf.sequence_mask(tf.maximum(length, 1), frames, dtype=tf.float32)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1])
+
+
+@_serializable
+class ApplyFrameMask(layers.Layer):
+    """Multiplies features [B, T, ...] by a frame mask [B, T] (zeroes masked frames).
+
+    It consumes any Keras mask attached to `features`: the frame mask replaces it.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
+
+    def call(self, features, frame_mask):
+        return _zero_masked(features, frame_mask)
+
+    def compute_output_shape(self, features_shape, frame_mask_shape=None):
+        return tuple(features_shape)
+
+
+@_serializable
+class SignalFlag(layers.Layer):
+    """The frame mask [B, T] as a feature column [B, T, 1] for the heads."""
+
+    def __init__(self, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+
+    def call(self, frame_mask):
+        return tf.cast(frame_mask, tf.float32)[..., None]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (1,)
+
+
+@_serializable
+class MaskedBatchNorm(layers.Layer):
+    """Batch normalisation over the last axis whose statistics skip masked frames.
+
+    Inputs are [B, T, ...] with a frame mask [B, T]; masked frames are zero on output.
+    """
+
+    def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.norm = layers.BatchNormalization(momentum=momentum, epsilon=epsilon, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.norm.build(input_shape)
+
+    def call(self, features, frame_mask, training=None):
+        rank = features.shape.rank
+        mask = tf.cast(frame_mask, tf.bool)
+        if rank > 3:
+            # BatchNormalization wants a mask of rank rank-1: broadcast over the middle axes.
+            mask = tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([rank - 3], tf.int32)], 0))
+            mask = tf.broadcast_to(mask, tf.shape(features)[:-1])
+        out = self.norm(features, training=training, mask=mask)
+        return _zero_masked(out, frame_mask)
+
+    def compute_output_shape(self, features_shape, frame_mask_shape=None):
+        return tuple(features_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+@_serializable
+class ConvBlock(layers.Layer):
+    """Conv2D over time x frequency ('same' padding), max-pool along frequency, BN, ReLU, dropout.
+
+    Inputs [B, T, F, C] and a frame mask [B, T]; output [B, T, F // pool, filters] with masked
+    frames zero, so the next convolution sees exactly what 'same' padding would give it.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, pool: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.pool = pool
+        self.dropout = dropout
+        policy = self.dtype_policy
+        self.conv = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, dtype=policy)
+        # Pooling before the normalisation halves its cost; BN and ReLU commute with a max-pool
+        # up to the sign of the BN scale, which training settles.
+        self.pooling = layers.MaxPooling2D((1, pool), dtype=policy) if pool > 1 else None
+        self.norm = MaskedBatchNorm(dtype=policy)
+        self.drop = layers.Dropout(dropout, dtype=policy)
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        shape = self.conv.compute_output_shape(input_shape)
+        if self.pooling is not None:
+            shape = self.pooling.compute_output_shape(shape)
+        self.norm.build(shape)
+
+    def call(self, features, frame_mask, training=None):
+        h = self.conv(features)
+        if self.pooling is not None:
+            h = self.pooling(h)
+        h = tf.nn.relu(self.norm(h, frame_mask, training=training))
+        return _zero_masked(self.drop(h, training=training), frame_mask)
+
+    def compute_output_shape(self, features_shape, frame_mask_shape=None):
+        b, t, f, _ = features_shape
+        return (b, t, None if f is None else f // self.pool, self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "pool": self.pool,
+            "dropout": self.dropout,
+        }
+
+
+@_serializable
+class ConvPositionEmbedding(layers.Layer):
+    """Adds a relative position signal: x + GELU(depthwise conv over time of x) (PEG / wav2vec 2.0)."""
+
+    def __init__(self, kernel_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.kernel = self.add_weight(shape=(self.kernel_size, 1, channels, 1), initializer="glorot_uniform",
+                                      name="kernel")
+        self.bias = self.add_weight(shape=(channels,), initializer="zeros", name="bias")
+
+    def call(self, features, frame_mask):
+        # Masked frames are zero on input, so 'same' padding and trailing padding look alike.
+        features = _zero_masked(features, frame_mask)
+        # Time on the height axis: TF 2.16's CPU depthwise kernel crashes on [1, K] filters
+        # (what keras.layers.DepthwiseConv1D builds), not on [K, 1] ones.
+        kernel = tf.cast(self.kernel, features.dtype)
+        h = tf.nn.depthwise_conv2d(features[:, :, None, :], kernel, [1, 1, 1, 1], "SAME")[:, :, 0, :]
+        return features + keras.activations.gelu(h + tf.cast(self.bias, features.dtype))
+
+    def compute_output_shape(self, features_shape, frame_mask_shape=None):
+        return tuple(features_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+@_serializable
+class TransformerBlock(layers.Layer):
+    """Pre-norm transformer encoder block: x + MHA(LN(x)), then x + FFN(LN(x)); masked keys ignored."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.heads = heads
+        self.ffn_dim = ffn_dim
+        self.dropout = dropout
+        policy = self.dtype_policy
+        if dim % heads:
+            raise ValueError(f"transformer_dim={dim} is not a multiple of transformer_heads={heads}")
+        self.attention_norm = layers.LayerNormalization(dtype=policy)
+        self.attention = layers.MultiHeadAttention(heads, dim // heads, dropout=dropout, dtype=policy)
+        self.ffn_norm = layers.LayerNormalization(dtype=policy)
+        self.ffn_in = layers.Dense(ffn_dim, activation="gelu", dtype=policy)
+        self.ffn_out = layers.Dense(dim, dtype=policy)
+        self.drop = layers.Dropout(dropout, dtype=policy)
+
+    def build(self, input_shape):
+        self.attention_norm.build(input_shape)
+        self.attention.build(input_shape, input_shape)
+        self.ffn_norm.build(input_shape)
+        self.ffn_in.build(input_shape)
+        self.ffn_out.build(tuple(input_shape[:-1]) + (self.ffn_dim,))
+
+    def call(self, features, frame_mask, training=None):
+        keys = tf.cast(frame_mask, tf.bool)[:, None, :]  # [B, 1, S]: which frames may be attended to
+        attention_mask = tf.broadcast_to(keys, tf.stack([tf.shape(keys)[0], tf.shape(features)[1], tf.shape(keys)[2]]))
+        h = self.attention_norm(features)
+        h = self.attention(h, h, attention_mask=attention_mask, training=training)
+        x = features + self.drop(h, training=training)
+        h = self.ffn_out(self.ffn_in(self.ffn_norm(x)))
+        return x + self.drop(h, training=training)
+
+    def compute_output_shape(self, features_shape, frame_mask_shape=None):
+        return tuple(features_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "dim": self.dim,
+            "heads": self.heads,
+            "ffn_dim": self.ffn_dim,
+            "dropout": self.dropout,
+        }
+
+
+def _zero_masked(features: tf.Tensor, frame_mask: tf.Tensor) -> tf.Tensor:
+    mask = tf.cast(frame_mask, features.dtype)
+    mask = tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([features.shape.rank - 2], tf.int32)], 0))
+    return features * mask
+
+
+@_serializable
+class FrameRatio(keras.metrics.Metric):
+    """Running sum of a numerator over a running sum of a denominator (e.g. correct / valid frames).
+
+    Both are sums, so replicas of a tf.distribute strategy and batches with padding combine exactly.
+    """
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.numerator = self.add_variable(shape=(), initializer="zeros", name="numerator")
+        self.denominator = self.add_variable(shape=(), initializer="zeros", name="denominator")
+
+    def update_state(self, numerator, denominator):
+        self.numerator.assign_add(tf.cast(numerator, self.dtype))
+        self.denominator.assign_add(tf.cast(denominator, self.dtype))
+
+    def result(self):
+        return tf.math.divide_no_nan(self.numerator.value, self.denominator.value)
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+
+
+def num_classes(vocabulary: str) -> int:
+    """Number of chord classes of a vocabulary name."""
+    return vocab.get_vocabulary(vocabulary).num_classes
+
+
+def majmin_table(vocabulary: str) -> np.ndarray:
+    """int32 [num_classes]: each class of `vocabulary` -> its majmin class, or -1 (dim, sus, X, ...).
+
+    A class maps through the first large-vocabulary class that reduces to it (large classes are
+    ordered with the plain triads first, so C:maj stands for the majmin vocabulary's C:maj).
+    """
+    target = vocab.get_vocabulary(vocabulary)
+    majmin = vocab.get_vocabulary("majmin")
+    table = np.full(target.num_classes, vocab.IGNORE, dtype=np.int32)
+    assigned = np.zeros(target.num_classes, dtype=bool)
+    for large_class, cls in enumerate(target.from_large):
+        if cls >= 0 and not assigned[cls]:
+            table[cls] = majmin.from_large[large_class]
+            assigned[cls] = True
+    return table
+
+
+def _front_end(spectrogram, frame_mask, config: RunConfig, embedding_dim: int):
+    """Input normalisation and conv blocks -> masked frame embeddings [B, T, embedding_dim]."""
+    model = config.model
+    if len(model.conv_filters) != len(model.pool_frequency):
+        raise ValueError(
+            f"model.conv_filters {model.conv_filters} and model.pool_frequency {model.pool_frequency} "
+            "must have the same length (one pooling factor per conv block)"
+        )
+    n_bins = config.features.n_bins
+    # In float32: a bfloat16 input would keep only 8 bits of each log-magnitude.
+    h = MaskedBatchNorm(name="input_norm", dtype="float32")(spectrogram, frame_mask)
+    h = layers.Reshape((-1, n_bins, 1), name="add_channel")(h)
+    bins = n_bins
+    for i, (filters, pool) in enumerate(zip(model.conv_filters, model.pool_frequency)):
+        if pool < 1 or bins // pool < 1:
+            raise ValueError(f"model.pool_frequency {model.pool_frequency} pools {n_bins} bins away")
+        h = ConvBlock(filters, model.conv_kernel, pool, model.dropout, name=f"conv_{i}")(h, frame_mask)
+        bins //= pool
+    channels = model.conv_filters[-1] if model.conv_filters else 1
+    h = layers.Reshape((-1, bins * channels), name="frames")(h)
+    h = layers.Dense(embedding_dim, use_bias=False, name="embedding")(h)
+    h = MaskedBatchNorm(name="embedding_norm")(h, frame_mask)
+    h = layers.Activation("relu", name="embedding_relu")(h)
+    return layers.Dropout(model.dropout, name="embedding_dropout")(h)
+
+
+def _heads(h, frame_mask, num_chord_classes: int) -> dict[str, Any]:
+    """Auxiliary heads, then the chord head over the hidden state and the auxiliary probabilities."""
+    signal = SignalFlag(name="signal")(frame_mask)
+    features = layers.Concatenate(name="head_features", dtype="float32")([h, signal])
+    outputs = {name: layers.Dense(size, name=name, dtype="float32")(features) for name, size in AUX_HEADS.items()}
+    structure = [
+        layers.Softmax(name="root_probabilities", dtype="float32")(outputs["root"]),
+        layers.Softmax(name="bass_probabilities", dtype="float32")(outputs["bass"]),
+        layers.Activation("sigmoid", name="pitch_probabilities", dtype="float32")(outputs["pitches"]),
+    ]
+    chord_features = layers.Concatenate(name="chord_features", dtype="float32")([features] + structure)
+    outputs["chord"] = layers.Dense(num_chord_classes, name="chord", dtype="float32")(chord_features)
+    return {name: outputs[name] for name in OUTPUT_NAMES}
+
+
+def build_model(config: RunConfig, class_weights: np.ndarray | Sequence[float] | None = None) -> "ChordModel":
+    """Builds the chord network named by `config.model.architecture` (not compiled).
+
+    Args:
+        config: Run configuration; reads `model`, `features.n_bins`, `data.vocabulary` and the
+            loss settings of `train` (loss_weights, label_smoothing).
+        class_weights: Optional per-class weights of the chord loss, length num_classes.
+
+    Returns:
+        A ChordModel: spectrogram float32 [batch, frames, n_bins] -> dict of float32 logits
+        chord [B, T, num_classes], root [B, T, 13], bass [B, T, 13], pitches [B, T, 12].
+    """
+    model = config.model
+    if model.architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown model.architecture {model.architecture!r}; choose from {ARCHITECTURES}")
+    classes = num_classes(config.data.vocabulary)
+    spectrogram = keras.Input((None, config.features.n_bins), dtype="float32", name="spectrogram")
+    frame_mask = FrameMask(name="frame_mask")(spectrogram)
+    if model.architecture == "crnn":
+        h = _front_end(spectrogram, frame_mask, config, model.embedding_dim)
+        for i in range(model.rnn_layers):
+            gru = layers.GRU(model.rnn_units, return_sequences=True)
+            h = layers.Bidirectional(gru, name=f"bigru_{i}")(h, mask=frame_mask)
+            h = layers.Dropout(model.dropout, name=f"bigru_{i}_dropout")(h)
+    else:
+        dim = model.transformer_dim
+        h = _front_end(spectrogram, frame_mask, config, dim)
+        h = ConvPositionEmbedding(POSITION_KERNEL, name="positions")(h, frame_mask)
+        for i in range(model.transformer_layers):
+            h = TransformerBlock(dim, model.transformer_heads, 2 * dim, model.dropout, name=f"transformer_{i}")(
+                h, frame_mask
+            )
+        h = layers.LayerNormalization(name="final_norm")(h)
+    h = ApplyFrameMask(name="hidden")(h, frame_mask)
+    outputs = _heads(h, frame_mask, classes)
+    weights = None
+    if class_weights is not None:
+        weights = [float(w) for w in np.asarray(class_weights, dtype=np.float64).reshape(-1)]
+        if len(weights) != classes:
+            raise ValueError(f"class_weights has {len(weights)} entries; vocabulary {config.data.vocabulary!r} "
+                             f"has {classes} classes")
+    return ChordModel(
+        inputs=spectrogram,
+        outputs=outputs,
+        name=f"chordkeras_{model.architecture}",
+        loss_weights=dict(config.train.loss_weights),
+        label_smoothing=config.train.label_smoothing,
+        class_weights=weights,
+        to_majmin=[int(c) for c in majmin_table(config.data.vocabulary)],
+    )
+
+
+@_serializable
+class ChordModel(keras.Model):
+    """Functional chord network with a masked multi-task `train_step` / `test_step`.
+
+    Data: (spectrogram [B, T, F], targets {chord, root, bass: int32 [B, T], pitches: float32
+    [B, T, 12]}, mask float32 [B, T]); the mask is optional (all frames real when absent).
+
+    Metrics (all over real frames): loss, chord_accuracy (frames with a chord label),
+    root_accuracy, bass_accuracy, majmin_accuracy (prediction and reference both reduced to
+    majmin; frames whose reference has a majmin class), pitches_accuracy (per pitch class).
+    """
+
+    def __init__(
+        self,
+        *args,
+        loss_weights: dict[str, float] | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        to_majmin: Sequence[int] | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.loss_weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in OUTPUT_NAMES}
+        unknown = set(loss_weights or {}) - set(OUTPUT_NAMES)
+        if unknown:
+            raise ValueError(f"loss_weights names {sorted(unknown)}; outputs are {OUTPUT_NAMES}")
+        self.label_smoothing = float(label_smoothing)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.to_majmin = None if to_majmin is None else [int(c) for c in to_majmin]
+        self.frame_metrics = {
+            name: FrameRatio(name=name)
+            for name in ("loss", "chord_accuracy", "root_accuracy", "bass_accuracy", "majmin_accuracy",
+                         "pitches_accuracy")
+        }
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "loss_weights": self.loss_weights,
+            "label_smoothing": self.label_smoothing,
+            "class_weights": self.class_weights,
+            "to_majmin": self.to_majmin,
+        }
+
+    @property
+    def metrics(self):
+        # Only these, so `fit` logs exactly their names (and val_ ones) and resets them per epoch.
+        return list(self.frame_metrics.values())
+
+    # The loss -------------------------------------------------------------------------------
+
+    def frame_losses(self, targets: dict[str, tf.Tensor], outputs: dict[str, tf.Tensor],
+                     mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Weighted per-head loss summed over the real frames of this batch, and their count.
+
+        Returns:
+            (loss_sum, frames): float32 scalars; the loss of the batch is loss_sum / frames.
+        """
+        mask = tf.cast(mask, tf.float32)
+        smoothing = self.label_smoothing
+        total = tf.constant(0.0, tf.float32)
+        for name in ("chord", "root", "bass"):
+            labels = tf.cast(targets[name], tf.int32)
+            valid = mask * tf.cast(labels >= 0, tf.float32)
+            log_probs = tf.nn.log_softmax(tf.cast(outputs[name], tf.float32), axis=-1)
+            picked = tf.gather(log_probs, tf.maximum(labels, 0), batch_dims=2)
+            ce = -((1.0 - smoothing) * picked + smoothing * tf.reduce_mean(log_probs, axis=-1))
+            if name == "chord" and self.class_weights is not None:
+                ce *= tf.gather(tf.constant(self.class_weights, tf.float32), tf.maximum(labels, 0))
+            total += self.loss_weights[name] * tf.reduce_sum(ce * valid)
+        pitches = tf.cast(targets["pitches"], tf.float32)
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=pitches, logits=tf.cast(outputs["pitches"], tf.float32))
+        total += self.loss_weights["pitches"] * tf.reduce_sum(tf.reduce_mean(bce, axis=-1) * mask)
+        return total, tf.reduce_sum(mask)
+
+    def _regularization(self) -> tf.Tensor:
+        if not self.losses:
+            return tf.constant(0.0, tf.float32)
+        return tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
+
+    # Steps ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _unpack(data):
+        x, y, mask = keras.utils.unpack_x_y_sample_weight(data)
+        if mask is None:
+            mask = tf.ones(tf.shape(y["chord"]), tf.float32)
+        return x, y, tf.cast(mask, tf.float32)
+
+    def train_step(self, data):
+        x, y, mask = self._unpack(data)
+        replica = tf.distribute.get_replica_context()
+        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            outputs = self(x, training=True)
+            loss_sum, frames = self.frame_losses(y, outputs, mask)
+            # Gradients of the replicas are summed: each replica divides its sum by the global
+            # frame count, and the (replicated) regularisers by the number of replicas.
+            global_frames = replica.all_reduce("sum", frames) if replica is not None else frames
+            loss = loss_sum / tf.maximum(global_frames, 1.0) + self._regularization() / num_replicas
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply(gradients, variables)
+        return self.update_frame_metrics(y, outputs, mask, loss_sum, frames)
+
+    def test_step(self, data):
+        x, y, mask = self._unpack(data)
+        outputs = self(x, training=False)
+        loss_sum, frames = self.frame_losses(y, outputs, mask)
+        return self.update_frame_metrics(y, outputs, mask, loss_sum, frames)
+
+    def update_frame_metrics(self, y, outputs, mask, loss_sum, frames) -> dict[str, tf.Tensor]:
+        """Adds a batch to the metrics (see the class docstring) and returns their running values.
+
+        Args:
+            y: Targets dict; outputs: logits dict; mask: float [B, T] real frames;
+            loss_sum, frames: from `frame_losses`.
+        """
+        m = self.frame_metrics
+        # Frame-weighted, so the epoch's loss is the loss of all its real frames together.
+        m["loss"].update_state(loss_sum + self._regularization() * frames, frames)
+        predicted = {}
+        for name in ("chord", "root", "bass"):
+            labels = tf.cast(y[name], tf.int32)
+            valid = mask * tf.cast(labels >= 0, tf.float32)
+            predicted[name] = tf.argmax(outputs[name], axis=-1, output_type=tf.int32)
+            hits = tf.cast(tf.equal(predicted[name], labels), tf.float32) * valid
+            m[f"{name}_accuracy"].update_state(tf.reduce_sum(hits), tf.reduce_sum(valid))
+        if self.to_majmin is not None:
+            table = tf.constant(self.to_majmin, tf.int32)
+            labels = tf.cast(y["chord"], tf.int32)
+            reference = tf.where(labels >= 0, tf.gather(table, tf.maximum(labels, 0)), -1)
+            estimate = tf.gather(table, predicted["chord"])
+            valid = mask * tf.cast(reference >= 0, tf.float32)
+            hits = tf.cast(tf.equal(estimate, reference), tf.float32) * valid
+            m["majmin_accuracy"].update_state(tf.reduce_sum(hits), tf.reduce_sum(valid))
+        pitches = tf.cast(y["pitches"], tf.float32) > 0.5
+        pitch_hits = tf.cast(tf.equal(outputs["pitches"] > 0.0, pitches), tf.float32) * mask[..., None]
+        m["pitches_accuracy"].update_state(tf.reduce_sum(pitch_hits), 12.0 * tf.reduce_sum(mask))
+        return {name: metric.result() for name, metric in m.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Optimiser and precision
+
+
+def compile_model(model: keras.Model, config: RunConfig, steps_per_epoch: int) -> keras.Model:
+    """Compiles with AdamW and the configured schedule; returns the model.
+
+    'cosine' decays over epochs * steps_per_epoch steps; 'plateau' and 'constant' keep a settable
+    learning rate (the plateau reduction is a callback of the driver). Biases and normalisation
+    scales are not weight-decayed.
+    """
+    train = config.train
+    if train.lr_schedule == "cosine":
+        if steps_per_epoch < 1:
+            raise ValueError(f"the cosine schedule needs steps_per_epoch >= 1 (got {steps_per_epoch})")
+        learning_rate = keras.optimizers.schedules.CosineDecay(train.learning_rate, train.epochs * steps_per_epoch)
+    elif train.lr_schedule in ("plateau", "constant"):
+        learning_rate = train.learning_rate
+    else:
+        raise ValueError(f"unknown train.lr_schedule {train.lr_schedule!r}; choose plateau, cosine or constant")
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=train.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(optimizer=optimizer, jit_compile=train.jit_compile)
+    return model
+
+
+def cpu_supports_bfloat16() -> bool:
+    """Whether this x86 CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(policy: str, device_kind: str) -> str:
+    """The Keras dtype policy name for a `train.mixed_precision` value on a device kind.
+
+    'auto': CUDA -> mixed_float16 (tensor cores); CPU with AVX512_BF16/AMX -> mixed_bfloat16
+    (faster for the default model, see benchmarks/model_speed.py), other CPUs -> float32;
+    Metal -> float32 (tensorflow-metal's float16 kernels do not cover the recurrent layers
+    reliably, and its speed-up on these small models is not worth the risk). 'off' -> float32.
+    """
+    if policy not in PRECISIONS:
+        raise ValueError(f"unknown mixed_precision {policy!r}; choose from {PRECISIONS}")
+    if device_kind not in DEVICE_KINDS:
+        raise ValueError(f"unknown device kind {device_kind!r}; choose from {DEVICE_KINDS}")
+    if policy in ("off", "float32"):
+        return "float32"
+    if policy != "auto":
+        return policy
+    if device_kind == "cuda":
+        return "mixed_float16"
+    if device_kind == "cpu" and cpu_supports_bfloat16():
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def set_precision(policy: str, device_kind: str) -> str:
+    """Resolves `policy` for the device (see `resolve_precision`) and sets Keras's global policy.
+
+    Returns:
+        The policy name set ('float32', 'mixed_float16' or 'mixed_bfloat16').
+    """
+    name = resolve_precision(policy, device_kind)
+    keras.mixed_precision.set_global_policy(name)
+    return name
