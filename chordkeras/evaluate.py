@@ -461,7 +461,8 @@ def evaluate_model_on_records(
 
             plots.plot_song(
                 pathlib.Path(plot_dir) / f"{song['song_id']}.png", estimate, song["spectrogram"], model.features,
-                reference=song["reference"], duration=song["duration"], title=song["song_id"],
+                reference=song["reference"], duration=song["duration"],
+                title=_plot_title(song["song_id"], song["reference"], estimate, error_metric),
                 error_metric=error_metric,
             )
     results = evaluate_pairs(pairs, top_confusions)
@@ -604,6 +605,11 @@ def evaluate_folders(
     return results
 
 
+def _plot_title(song_id: str, reference, estimate, metric: str) -> str:
+    score = song_scores(reference, estimate)["scores"][metric]
+    return f"{song_id}    {metric} {'-' if score is None else f'{100 * score:.1f}%'}"
+
+
 def _plot_pair(out_png, stem, reference, estimate, audio_dir, error_metric) -> None:
     from chordkeras import plots
 
@@ -620,7 +626,8 @@ def _plot_pair(out_png, stem, reference, estimate, audio_dir, error_metric) -> N
             features = FeatureConfig()
             samples = audio.load_audio(str(audio_path), features.sample_rate)
             spectrogram = features_lib.log_spectrogram(samples, features).numpy()
-    plots.plot_song(out_png, estimate, spectrogram, features, reference=reference, title=stem,
+    plots.plot_song(out_png, estimate, spectrogram, features, reference=reference,
+                    title=_plot_title(stem, reference, estimate, error_metric),
                     error_metric=error_metric)
 
 
@@ -647,7 +654,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--self-transition", type=float, default=None,
                         help="Viterbi probability of staying on a chord per frame (default: predict's)")
     parser.add_argument("--out", help="folder for evaluation.json, evaluation.csv and plots/ "
-                        "(default: <estimate>-eval, or eval-<split> next to the model)")
+                        "(default: <estimate>-eval beside the estimates, or eval-<records>-<split> beside the model)")
     parser.add_argument("--sweep", help="model mode: comma-separated self-transition values to compare (with "
                         "argmax) instead of one evaluation, e.g. 0.5,0.8,0.9,0.95,0.99; writes sweep.json")
     parser.add_argument("--plot", action="store_true", help="write a PNG per song into <out>/plots")

@@ -333,6 +333,11 @@ class Transcriber:
     def frame_times(self, num_frames: int) -> np.ndarray:
         return np.arange(num_frames, dtype=np.float64) / self.features.frame_rate
 
+    def warm_up(self) -> None:
+        """Runs one second of silence through, so TF functions are traced before any timing."""
+        rate = self.features.sample_rate
+        self.source_probabilities(ArraySource(np.zeros(rate, dtype=np.float32), rate), with_spectrogram=True)
+
 
 def _fit_frames(values: np.ndarray, frames: int) -> np.ndarray:
     """Pads (repeating the last row) or trims to `frames` rows; resampling rounding can differ by one."""
@@ -602,7 +607,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m chordkeras.predict",
         description="Transcribe the chords of audio files with a trained chordkeras model.",
     )
-    parser.add_argument("model", help="export folder (saved_model/ + model_card.json) or a .keras file")
+    parser.add_argument("model", help="export folder (saved_model/, model.keras, model_card.json) or a .keras file "
+                        "with model_card.json beside it")
     parser.add_argument("audio", nargs="+", help="audio files or folders (searched recursively)")
     parser.add_argument("--out", help="output folder (default: next to each audio file, as <stem>.chords.<format>)")
     parser.add_argument("--format", choices=OUTPUT_FORMATS, default="lab", help="output format (default lab)")
@@ -641,6 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"chordkeras.predict: {e}", file=sys.stderr)
         return 2
+    model.warm_up()
     metadata = {
         "model": model.description,
         "version": model.card.get("chordkeras_version", __version__),
