@@ -287,6 +287,35 @@ def _zero_masked(features: tf.Tensor, frame_mask: tf.Tensor) -> tf.Tensor:
 
 
 @_serializable
+class InputStall(keras.metrics.Metric):
+    """Share of training wall time spent between steps: waiting for the next batch.
+
+    Each train step stamps its start and end (tf.timestamp, ordered with the step's other stateful
+    ops). The gap from one step's end to the next one's start is the time the loop spent outside the
+    step: fetching the next batch from the input pipeline (the part that matters), plus the
+    callbacks' and the loop's own overhead, so the figure errs on the high side. The first gap of an
+    epoch is not counted (the metric is reset at epoch start).
+    """
+
+    def __init__(self, name: str = "input_stall", **kwargs):
+        super().__init__(name=name, dtype="float64", **kwargs)
+        # Timings are the same on every replica; the first one's are kept.
+        make = lambda n: self.add_variable(shape=(), initializer="zeros", dtype="float64",  # noqa: E731
+                                           aggregation="only_first_replica", name=n)
+        self.last_end, self.waiting, self.busy = make("last_end"), make("waiting"), make("busy")
+
+    def update_state(self, step_start, step_end):
+        step_start, step_end = tf.cast(step_start, tf.float64), tf.cast(step_end, tf.float64)
+        previous = self.last_end.value
+        self.waiting.assign_add(tf.where(previous > 0, step_start - previous, tf.constant(0.0, tf.float64)))
+        self.busy.assign_add(step_end - step_start)
+        self.last_end.assign(step_end)
+
+    def result(self):
+        return tf.cast(tf.math.divide_no_nan(self.waiting.value, self.waiting.value + self.busy.value), tf.float32)
+
+
+@_serializable
 class FrameRatio(keras.metrics.Metric):
     """Running sum of a numerator over a running sum of a denominator (e.g. correct / valid frames).
 
@@ -459,6 +488,7 @@ class ChordModel(keras.Model):
             for name in ("loss", "chord_accuracy", "root_accuracy", "bass_accuracy", "majmin_accuracy",
                          "pitches_accuracy")
         }
+        self.input_stall = InputStall()
 
     def get_config(self):
         return {
@@ -472,7 +502,7 @@ class ChordModel(keras.Model):
     @property
     def metrics(self):
         # Only these, so `fit` logs exactly their names (and val_ ones) and resets them per epoch.
-        return list(self.frame_metrics.values())
+        return [*self.frame_metrics.values(), self.input_stall]
 
     # The loss -------------------------------------------------------------------------------
 
@@ -515,6 +545,9 @@ class ChordModel(keras.Model):
         return x, y, tf.cast(mask, tf.float32)
 
     def train_step(self, data):
+        # XLA cannot compile tf.timestamp; under jit_compile the stall is not measured.
+        timed = not self.jit_compile
+        step_start = tf.timestamp() if timed else None
         x, y, mask = self._unpack(data)
         replica = tf.distribute.get_replica_context()
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -529,7 +562,11 @@ class ChordModel(keras.Model):
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
-        return self.update_frame_metrics(y, outputs, mask, loss_sum, frames)
+        logs = self.update_frame_metrics(y, outputs, mask, loss_sum, frames)
+        if timed:
+            self.input_stall.update_state(step_start, tf.timestamp())
+            logs["input_stall"] = self.input_stall.result()
+        return logs
 
     def test_step(self, data):
         x, y, mask = self._unpack(data)

@@ -1,0 +1,129 @@
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from chordkeras import config as config_lib
+from chordkeras import export, features, fit, train
+
+from helpers_data import write_tiny_dataset
+
+
+def _config(**train_overrides):
+    config = config_lib.resolve("tiny", ["data.excerpt_seconds=2.0", "data.batch_size=8", "data.excerpts_per_song=8",
+                                         "train.learning_rate=0.01", "train.mixed_precision=off"])
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **train_overrides))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny", config_lib.RunConfig().features,
+                              songs_per_split=(8, 2, 2))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    result = train.train(_config(epochs=3), tiny_data, run_dir, verbose=0)
+    return result
+
+
+def test_fit_lowers_the_loss_and_beats_chance(finished_run):
+    history = finished_run.history
+    assert len(history["loss"]) == 3
+    assert history["loss"][-1] < history["loss"][0]
+    # Twelve equally likely chords: chance is 1/12.
+    assert history["val_chord_accuracy"][-1] > 3 / 12
+    for key in ("excerpts_per_s", "audio_hours_per_min", "songs_per_min", "input_stall"):
+        assert key in history
+    assert 0.0 <= history["input_stall"][-1] < 1.0
+
+
+def test_run_folder_holds_config_logs_metrics_and_export(finished_run):
+    run_dir = finished_run.run_dir
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert config_lib.RunConfig.from_dict(saved["config"]) == _config(epochs=3)
+    assert (run_dir / "command.txt").exists()
+    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 1 + 3
+    assert (run_dir / "training_curves.png").stat().st_size > 0
+    assert (run_dir / "checkpoints" / "best.weights.h5").exists()
+    assert not (run_dir / "backup").exists()  # removed once the run finished
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    assert {"majmin", "sevenths", "root", "frame_chord_accuracy"} <= set(metrics)
+    card = json.loads((finished_run.export_dir / export.MODEL_CARD).read_text())
+    assert card["vocabulary"] == "large" and len(card["class_names"]) == 170
+    assert card["metrics"]["majmin"] == metrics["majmin"]
+
+
+def test_saved_model_takes_raw_audio_and_matches_the_keras_model(finished_run):
+    export_dir = finished_run.export_dir
+    serve = export.load_saved_model(export_dir)
+    rng = np.random.default_rng(1)
+    sr = 22050
+    t = np.arange(3 * sr) / sr
+    audio = (0.3 * np.sin(2 * np.pi * 261.63 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    out = serve(audio=tf.constant(audio), sample_rate=tf.constant(sr))
+    frames = 1 + audio.size // 2048
+    assert out["probabilities"].shape == (frames, 170)
+    assert out["labels"].shape == (frames,)
+    np.testing.assert_allclose(out["frame_times"].numpy()[:2], [0.0, 2048 / sr], rtol=1e-6)
+    model = keras.models.load_model(export_dir / export.KERAS_FILE)
+    spectrogram = features.log_spectrogram(tf.constant(audio), config_lib.RunConfig().features)
+    expected = tf.nn.softmax(model(spectrogram[None])["chord"][0]).numpy()
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
+    # At another sample rate the signature resamples inside the graph to the same frame count.
+    audio_44k = np.repeat(audio, 2)
+    out_44k = serve(audio=tf.constant(audio_44k), sample_rate=tf.constant(2 * sr))
+    assert out_44k["probabilities"].shape == (frames, 170)
+
+
+class _StopAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_fit_resumes_from_the_last_finished_epoch(tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    config = _config(epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, tiny_data, run_dir, verbose=0, export=False, callbacks=[_StopAt(2)])
+    assert (run_dir / "backup").exists()
+    epochs_seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs_seen.append(epoch)
+
+    result = train.train(config, tiny_data, run_dir, verbose=0, export=False, callbacks=[Record()])
+    assert epochs_seen == [2]
+    assert len(result.history["loss"]) == 1
+    rows = (run_dir / "history.csv").read_text().strip().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1", "2"]
+
+
+def test_a_run_folder_with_another_config_is_refused(tiny_data, finished_run):
+    with pytest.raises(ValueError, match="another config"):
+        train.train(_config(epochs=4), tiny_data, finished_run.run_dir, verbose=0)
+
+
+def test_fit_cli_trains_with_preset_and_overrides(tiny_data, tmp_path, capsys):
+    run_dir = tmp_path / "cli-run"
+    code = fit.main(["--data", str(tiny_data), "--preset", "tiny", "--set", "data.excerpt_seconds=2",
+                     "--set", "data.excerpts_per_song=2", "--epochs", "1", "--fixed-epochs",
+                     "--mixed-precision", "off", "--run-dir", str(run_dir), "--no-export", "--verbose", "0"])
+    assert code == 0
+    saved = json.loads((run_dir / "config.json").read_text())["config"]
+    assert saved["train"]["epochs"] == 1 and saved["train"]["early_stopping"] is False
+    assert saved["data"]["excerpt_seconds"] == 2.0
+    assert (run_dir / "export" / export.KERAS_FILE).exists()
+    assert not (run_dir / "export" / export.SAVED_MODEL).exists()
+    assert fit.main(["--data", str(tiny_data), "--set", "train.nonsense=1"]) == 2
+    assert "unknown config key" in capsys.readouterr().err
