@@ -322,7 +322,7 @@ TWO_REPLICAS = textwrap.dedent("""
         with strategy.scope():
             model = model_lib.build_model(config)
             for layer in model._flatten_layers():
-                if isinstance(layer, keras.layers.BatchNormalization):
+                if isinstance(layer, model_lib.MaskedBatchNorm):
                     layer.trainable = False  # per-replica batch statistics would differ by design
             model.compile(optimizer=keras.optimizers.SGD(0.5), run_eagerly=True)  # tracing costs more than a step
         model.set_weights(initial)
