@@ -69,6 +69,7 @@ class DataConfig:
         batch_size: Training excerpts per batch (global, across replicas).
         eval_batch_size: Whole songs per validation/test batch.
         shift_min, shift_max: Pitch-shift augmentation range in semitones (inclusive).
+        detune_bins: Random shift by up to +- this fraction of a bin (0.5 bin = 25 cents), interpolated.
         gain_db: Random overall gain in +-dB applied to the stored magnitudes.
         eq_db: Random spectral tilt in +-dB from the lowest to the highest bin.
         cache: Keep parsed songs in memory after the first epoch.
@@ -83,6 +84,7 @@ class DataConfig:
     eval_batch_size: int = 8
     shift_min: int = -5
     shift_max: int = 6
+    detune_bins: float = 0.5
     gain_db: float = 12.0
     eq_db: float = 6.0
     cache: bool = True

@@ -1,7 +1,7 @@
 """The data pump: prepared records -> shuffled, cropped, augmented batches, prefetched.
 
 Training: list shards -> shuffle files -> interleave reads -> parse -> cache -> shuffle songs ->
-random excerpts (new ones each epoch) -> shuffle excerpts -> pitch shift + gain/EQ -> batch ->
+random excerpts (new ones each epoch) -> shuffle excerpts -> pitch shift + detune + gain/EQ -> batch ->
 prefetch(AUTOTUNE). Validation and test: whole songs, in order, no augmentation, padded batches
 with a mask. Every element is (spectrogram, targets, mask) as `chordkeras.model.ChordModel` expects.
 """
@@ -108,6 +108,17 @@ def pitch_shift(spectrogram: tf.Tensor, targets: dict[str, tf.Tensor], semitones
     return shifted, out
 
 
+def detune(spectrogram: tf.Tensor, bins: tf.Tensor) -> tf.Tensor:
+    """Moves a spectrogram by a fraction of a bin (|bins| <= 1), interpolating between neighbours.
+
+    Recordings are rarely tuned to A440 exactly; a quarter-tone bin moved by up to half its width
+    teaches the network that a chord a few cents off is still the same chord. Labels do not change.
+    """
+    bins = tf.cast(bins, spectrogram.dtype)
+    neighbour = features.pitch_shift(spectrogram, tf.where(bins >= 0, 1, -1))
+    return (1.0 - tf.abs(bins)) * spectrogram + tf.abs(bins) * neighbour
+
+
 def gain_and_eq(spectrogram: tf.Tensor, gain_db: tf.Tensor, tilt_db: tf.Tensor, log_scale: float) -> tf.Tensor:
     """Applies a gain and a linear spectral tilt (dB, lowest to highest bin) to log1p-compressed magnitudes."""
     num_bins = tf.shape(spectrogram)[-1]
@@ -142,12 +153,14 @@ def train_dataset(folder: str | os.PathLike, config: RunConfig, info: dict[str, 
     def excerpt_and_augment(song, seed):
         seed = tf.cast(seed, tf.int32)
         spec, targets, mask = random_excerpt(song, excerpt_frames, seed[0:2])
-        draws = tf.random.stateless_uniform([3], seed=seed[2:4])
+        draws = tf.random.stateless_uniform([4], seed=seed[2:4])
         if data.shift_min != 0 or data.shift_max != 0:
             shift = data.shift_min + tf.cast(
                 tf.floor(draws[0] * (data.shift_max - data.shift_min + 1)), tf.int32)
             shift = tf.minimum(shift, data.shift_max)
             spec, targets = pitch_shift(spec, targets, shift, bins_per_semitone, vocabulary)
+        if data.detune_bins > 0:
+            spec = detune(spec, (2 * draws[3] - 1) * data.detune_bins)
         if data.gain_db > 0 or data.eq_db > 0:
             spec = gain_and_eq(spec, (2 * draws[1] - 1) * data.gain_db, (2 * draws[2] - 1) * data.eq_db, log_scale)
         return spec, targets, mask

@@ -87,6 +87,13 @@ def test_random_excerpt_is_a_contiguous_window():
         assert mask.numpy().sum() == 6
 
 
+def test_detune_interpolates_towards_the_neighbouring_bin():
+    spectrogram = tf.constant([[0.0, 4.0, 0.0, 0.0]])
+    np.testing.assert_allclose(dataset.detune(spectrogram, tf.constant(0.25)).numpy(), [[0.0, 3.0, 1.0, 0.0]])
+    np.testing.assert_allclose(dataset.detune(spectrogram, tf.constant(-0.5)).numpy(), [[2.0, 2.0, 0.0, 0.0]])
+    np.testing.assert_allclose(dataset.detune(spectrogram, tf.constant(0.0)).numpy(), spectrogram.numpy())
+
+
 def test_gain_and_eq():
     log_scale_magnitude = np.array([[0.0, 1.0, 99.0]], np.float32)
     spectrogram = tf.math.log1p(tf.constant(log_scale_magnitude))
