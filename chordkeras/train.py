@@ -79,7 +79,8 @@ def prepare_run_dir(run_dir: pathlib.Path, config: RunConfig, dataset_dir: str, 
                     write: bool) -> bool:
     """Creates the run folder, or checks that an existing one holds the same run; True when resuming."""
     config_path = run_dir / "config.json"
-    resolved = {"config": config.to_dict(), "dataset": str(pathlib.Path(dataset_dir).resolve())}
+    # Through JSON, so tuples compare equal to the lists read back from config.json.
+    resolved = json.loads(json.dumps({"config": config.to_dict(), "dataset": str(pathlib.Path(dataset_dir).resolve())}))
     if config_path.exists():
         existing = records.read_json(config_path)
         if existing != resolved:
