@@ -79,7 +79,22 @@ def make_strategy(name: str, device: Device) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy()
     if _tf_config_cluster_size() < 1:
         raise ValueError("--strategy multi-worker needs TF_CONFIG with a cluster and this task's index")
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return MultiWorkerMirroredStrategy()
+
+
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """tf.distribute.MultiWorkerMirroredStrategy that reduces scalars the way Keras 3 asks it to.
+
+    Keras (3.15) reduces every step output with `reduce("MEAN", value, axis=0)`, which fails on the
+    scalar metrics of a train step under this strategy (tensorflow#72388). A scalar has no axis 0:
+    it is reduced across replicas only, as MirroredStrategy does.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        local = value.values[0] if isinstance(value, tf.distribute.DistributedValues) else value
+        if axis is not None and tf.convert_to_tensor(local).shape.rank == 0:
+            axis = None
+        return super().reduce(reduce_op, value, axis)
 
 
 def _tf_config_cluster_size() -> int:
