@@ -75,6 +75,42 @@ class Throughput(keras.callbacks.Callback):
         )
 
 
+class AverageMovingStatistics(keras.callbacks.Callback):
+    """Averages the non-trainable weights (batch-norm moving statistics) over all replicas.
+
+    Keras 3 creates them without an aggregation, so under a tf.distribute strategy every replica
+    updates its own copy from its own share of the batch and the workers' models drift apart.
+    Averaging them before each validation and at each epoch's end gives every replica the same
+    model, estimated from all the data, so validation, checkpoints and the export agree.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._step = None
+
+    def on_test_begin(self, logs=None):
+        self._average()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._average()
+
+    def _average(self):
+        strategy = self.model.distribute_strategy
+        variables = [w.value for w in self.model.non_trainable_weights if "float" in w.dtype]
+        if strategy.num_replicas_in_sync < 2 or not variables:
+            return
+        if self._step is None:
+            @tf.function
+            def average_on_replica():
+                context = tf.distribute.get_replica_context()
+                means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v) for v in variables])
+                for variable, mean in zip(variables, means):
+                    variable.assign(mean)
+
+            self._step = average_on_replica
+        strategy.run(self._step)
+
+
 def prepare_run_dir(run_dir: pathlib.Path, config: RunConfig, dataset_dir: str, command: Sequence[str] | None,
                     write: bool) -> bool:
     """Creates the run folder, or checks that an existing one holds the same run; True when resuming."""
@@ -123,6 +159,29 @@ def _callbacks(config: RunConfig, run_dir: pathlib.Path, steps: int, chief: bool
             keras.callbacks.TensorBoard(str(run_dir / "logs"), update_freq="epoch", profile_batch=0),
         ]
     return callbacks
+
+
+def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    # Shards are few and songs many: every worker runs the whole pipeline and keeps its replicas'
+    # parts of each global batch rather than whole files. The training pipeline's parallel stages
+    # do not keep order, so the workers' parts come from slightly different draws of excerpts: an
+    # epoch is a random sample of excerpts, not a partition of one draw (the tf.data service path
+    # splits songs exactly).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def _skip_symbolic_build(model: keras.Model) -> None:
+    """Stops Keras from building an already built model from the first batch of each fit/evaluate.
+
+    Under a strategy, Keras 3 (3.15) first `strategy.reduce`s that batch: MultiWorkerMirroredStrategy
+    cannot reduce a nested batch (keras-team/keras#20585), and the whole-song batches of evaluation
+    may differ in shape between replicas. It would only build the model and optimizer, built already.
+    """
+    if not (model.built and model.optimizer.built):
+        raise RuntimeError("build the model and its optimizer before skipping Keras's symbolic build")
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
 def _worker_dir(run_dir: pathlib.Path, chief: bool) -> pathlib.Path:
@@ -191,24 +250,33 @@ def train(
         train_ds = train_ds.repeat().apply(tf.data.experimental.service.distribute(
             processing_mode="parallel_epochs", service=data_service, job_name=f"chordkeras-{run_dir.name}"))
         train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    # Shards are few and songs many: each worker takes every n-th batch rather than whole files.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train_ds = train_ds.with_options(options)
-    valid_ds = data.valid.with_options(options)
+    train_ds = _shard_by_data(train_ds)
+    valid_ds = _shard_by_data(data.valid)
     infinite = data_service or config.data.steps_per_epoch
     if not infinite:
         train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(data.steps_per_epoch))
 
     weights = dataset_lib.class_weights(data.info, config.data.vocabulary) if config.train.class_weighting else None
+    compile_config = config
+    if dist.num_replicas_in_sync > 1 and config.train.steps_per_execution > 1:
+        # Keras 3.15's multi-step loop fails under a multi-replica strategy ("You must feed a value
+        # for placeholder tensor 'while/cond/...'", keras-team/keras#19246): one step per call.
+        print(f"chordkeras.fit: {dist.num_replicas_in_sync} replicas: train.steps_per_execution "
+              f"{config.train.steps_per_execution} -> 1", flush=True)
+        compile_config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps_per_execution=1))
     with dist.scope():
         model = model_lib.build_model(config, class_weights=weights)
-        model_lib.compile_model(model, config, data.steps_per_epoch)
+        model_lib.compile_model(model, compile_config, data.steps_per_epoch)
+        # The optimizer's slots are created here, under the strategy, so Keras has nothing left to build.
+        model.optimizer.build(model.trainable_variables)
+    _skip_symbolic_build(model)
     if verbose:
         print(f"chordkeras.fit: {model.count_params():,} parameters; {data.steps_per_epoch} steps of "
               f"{config.data.batch_size} excerpts per epoch", flush=True)
 
-    all_callbacks = _callbacks(config, run_dir, data.steps_per_epoch, chief, verbose) + list(callbacks)
+    # First, so that backups and checkpoints hold the averaged statistics.
+    all_callbacks = [AverageMovingStatistics()] + _callbacks(config, run_dir, data.steps_per_epoch, chief, verbose)
+    all_callbacks += list(callbacks)
     history = model.fit(
         train_ds,
         validation_data=valid_ds,
@@ -249,7 +317,7 @@ def frame_metrics(model: keras.Model, dataset_dir: str | os.PathLike, split: str
     if info["splits"][split]["songs"] == 0:
         print(f"chordkeras.fit: the {split} split is empty; no test metrics", flush=True)
         return {}
-    ds = dataset_lib.eval_dataset(dataset_dir, split, config)
+    ds = _shard_by_data(dataset_lib.eval_dataset(dataset_dir, split, config))
     frame = model.evaluate(ds, verbose=0, return_dict=True)
     out = {f"frame_{k}": float(v) for k, v in frame.items()}
     out["songs"] = info["splits"][split]["songs"]
