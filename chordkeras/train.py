@@ -244,13 +244,20 @@ def train(
     resuming = prepare_run_dir(run_dir, config, str(dataset_dir), command, write=chief)
     print(f"chordkeras.fit: run folder {run_dir.resolve()}" + (" (resuming)" if resuming else ""), flush=True)
 
-    data = dataset_lib.make_datasets(dataset_dir, config)
-    train_ds = data.train
     if data_service:
-        train_ds = train_ds.repeat().apply(tf.data.experimental.service.distribute(
-            processing_mode="parallel_epochs", service=data_service, job_name=f"chordkeras-{run_dir.name}"))
-        train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
-    train_ds = _shard_by_data(train_ds)
+        from chordkeras import dataservice
+
+        # The service's workers run the training pipeline: they open the shards by absolute path
+        # (their working directory is not ours) and do not cache (see dataservice.distribute).
+        data = dataset_lib.make_datasets(pathlib.Path(dataset_dir).resolve(), dataclasses.replace(
+            config, data=dataclasses.replace(config.data, cache=False)))
+        train_ds = dataservice.distribute(data.train, data_service,
+                                          dataservice.job_name(run_dir.name, config.to_json()))
+        print(f"chordkeras.fit: training batches come from the tf.data service at {data_service} "
+              f"({dataservice.PROCESSING_MODE}, data.cache off)", flush=True)
+    else:
+        data = dataset_lib.make_datasets(dataset_dir, config)
+        train_ds = _shard_by_data(data.train)
     valid_ds = _shard_by_data(data.valid)
     infinite = data_service or config.data.steps_per_epoch
     if not infinite:
