@@ -315,9 +315,9 @@ def _zero_masked(features: tf.Tensor, frame_mask: tf.Tensor) -> tf.Tensor:
 class InputStall(keras.metrics.Metric):
     """Share of training wall time spent between steps: waiting for the next batch.
 
-    Each train step stamps its start and end (tf.timestamp, ordered with the step's other stateful
-    ops). The gap from one step's end to the next one's start is the time the loop spent outside the
-    step: fetching the next batch from the input pipeline (the part that matters), plus the
+    Each train step stamps its start (once its batch has arrived) and its end (once gradients and
+    metrics are computed). The gap from one step's end to the next one's start is the time the loop
+    spent outside the step: fetching the next batch from the input pipeline (the part that matters), plus the
     callbacks' and the loop's own overhead, so the figure errs on the high side. The first gap of an
     epoch is not counted (the metric is reset at epoch start).
     """
@@ -572,8 +572,11 @@ class ChordModel(keras.Model):
     def train_step(self, data):
         # XLA cannot compile tf.timestamp; under jit_compile the stall is not measured.
         timed = not self.jit_compile
-        step_start = tf.timestamp() if timed else None
         x, y, mask = self._unpack(data)
+        if timed:
+            # Timestamps are ordered only by their dependencies: start once the batch has arrived.
+            with tf.control_dependencies(tf.nest.flatten(data)):
+                step_start = tf.timestamp()
         replica = tf.distribute.get_replica_context()
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
@@ -589,7 +592,10 @@ class ChordModel(keras.Model):
         self.optimizer.apply(gradients, variables)
         logs = self.update_frame_metrics(y, outputs, mask, loss_sum, frames)
         if timed:
-            self.input_stall.update_state(step_start, tf.timestamp())
+            # ... and end once the backward pass and the metrics are computed.
+            with tf.control_dependencies([g for g in gradients if g is not None] + tf.nest.flatten(logs)):
+                step_end = tf.timestamp()
+            self.input_stall.update_state(step_start, step_end)
             logs["input_stall"] = self.input_stall.result()
         return logs
 
@@ -659,7 +665,7 @@ def compile_model(model: keras.Model, config: RunConfig, steps_per_epoch: int) -
         raise ValueError(f"unknown train.lr_schedule {train.lr_schedule!r}; choose plateau, cosine or constant")
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=train.weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(optimizer=optimizer, jit_compile=train.jit_compile)
+    model.compile(optimizer=optimizer, jit_compile=train.jit_compile, steps_per_execution=train.steps_per_execution)
     return model
 
 
