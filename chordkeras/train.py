@@ -131,6 +131,21 @@ def prepare_run_dir(run_dir: pathlib.Path, config: RunConfig, dataset_dir: str, 
     return False
 
 
+def stopping_callbacks(config: RunConfig, verbose: int, restore_best_weights: bool) -> list[keras.callbacks.Callback]:
+    """Learning-rate reduction on plateau and early stopping, as `config.train` asks."""
+    train = config.train
+    callbacks: list[keras.callbacks.Callback] = []
+    if train.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=train.monitor, mode="max", factor=train.lr_factor, patience=train.lr_patience,
+            min_delta=train.min_delta, verbose=min(verbose, 1)))
+    if train.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=train.monitor, mode="max", patience=train.patience, min_delta=train.min_delta,
+            restore_best_weights=restore_best_weights, verbose=min(verbose, 1)))
+    return callbacks
+
+
 def _callbacks(config: RunConfig, run_dir: pathlib.Path, steps: int, chief: bool, verbose: int) -> list:
     train = config.train
     callbacks: list[keras.callbacks.Callback] = [
@@ -145,14 +160,7 @@ def _callbacks(config: RunConfig, run_dir: pathlib.Path, steps: int, chief: bool
             verbose=min(verbose, 1),
         ),
     ]
-    if train.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=train.monitor, mode="max", factor=train.lr_factor, patience=train.lr_patience,
-            min_delta=train.min_delta, verbose=min(verbose, 1)))
-    if train.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=train.monitor, mode="max", patience=train.patience, min_delta=train.min_delta,
-            restore_best_weights=True, verbose=min(verbose, 1)))
+    callbacks += stopping_callbacks(config, verbose, restore_best_weights=True)
     if chief:
         callbacks += [
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
@@ -302,20 +310,32 @@ def train(
     history_dict = {k: [float(x) for x in v] for k, v in history.history.items()}
     export_dir = None
     if chief:
-        from chordkeras import evaluate as evaluate_lib
-        from chordkeras import export as export_lib
-
-        export_dir = export_lib.export_model(model, config, run_dir / "export", data_info=data.info,
-                                             dataset_dir=str(dataset_dir), saved_model=export)
-        if test_metrics:
-            scores = evaluate_lib.evaluate_model_on_records(export_dir, dataset_dir, split="test", progress=False)
-            test_metrics.update({k: float(v) for k, v in scores["overall"].items() if isinstance(v, (int, float))})
-            export_lib.update_model_card(export_dir, metrics=test_metrics)
+        export_dir = export_and_score(model, config, dataset_dir, run_dir / "export", test_metrics,
+                                      data_info=data.info, saved_model=export)
         records.write_json_atomic(run_dir / "test_metrics.json", test_metrics)
         _plot_curves(run_dir)
         print("chordkeras.fit: test split: " + ", ".join(
             f"{k} {v:.4f}" for k, v in test_metrics.items() if isinstance(v, float)), flush=True)
     return FitResult(run_dir=run_dir, history=history_dict, test_metrics=test_metrics, export_dir=export_dir)
+
+
+def export_and_score(model: keras.Model, config: RunConfig, dataset_dir: str | os.PathLike, out_dir: pathlib.Path,
+                     test_metrics: dict[str, Any], *, data_info: dict[str, Any], saved_model: bool = True,
+                     card_metrics: dict[str, Any] | None = None) -> pathlib.Path:
+    """Exports the model, then scores the export on the test split with mir_eval.
+
+    The scores are added to `test_metrics` (in place) and, with `card_metrics`, to the model card.
+    """
+    from chordkeras import evaluate as evaluate_lib
+    from chordkeras import export as export_lib
+
+    export_dir = export_lib.export_model(model, config, out_dir, metrics={**(card_metrics or {}), **test_metrics},
+                                         data_info=data_info, dataset_dir=str(dataset_dir), saved_model=saved_model)
+    if test_metrics:
+        scores = evaluate_lib.evaluate_model_on_records(export_dir, dataset_dir, split="test", progress=False)
+        test_metrics.update({k: float(v) for k, v in scores["overall"].items() if isinstance(v, (int, float))})
+        export_lib.update_model_card(export_dir, metrics={**(card_metrics or {}), **test_metrics})
+    return export_dir
 
 
 def frame_metrics(model: keras.Model, dataset_dir: str | os.PathLike, split: str, config: RunConfig) -> dict[str, Any]:

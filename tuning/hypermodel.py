@@ -34,18 +34,10 @@ def trial_callbacks(config: RunConfig, steps_per_epoch: int, trial_dir: str | os
     batch size, excerpt length and schedule. keras-tuner's own callbacks keep the best epoch's
     weights, so early stopping does not restore weights itself.
     """
-    train = config.train
     callbacks: list[keras.callbacks.Callback] = [
         train_lib.Throughput(steps_per_epoch, config.data.batch_size, config.data.excerpt_seconds),
     ]
-    if train.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=train.monitor, mode="max", factor=train.lr_factor, patience=train.lr_patience,
-            min_delta=train.min_delta, verbose=min(verbose, 1)))
-    if train.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=train.monitor, mode="max", patience=train.patience, min_delta=train.min_delta,
-            verbose=min(verbose, 1)))
+    callbacks += train_lib.stopping_callbacks(config, verbose, restore_best_weights=False)
     if trial_dir is not None:
         callbacks.append(keras.callbacks.CSVLogger(str(pathlib.Path(trial_dir) / "history.csv"), append=True))
     return callbacks

@@ -295,8 +295,6 @@ def export_best(tuner: kt.Tuner, trial, hypermodel: ChordHyperModel, project_dir
     test_step, the export (SavedModel taking raw audio, model.keras, model card), then mir_eval
     scores of the exported model on the test split written into the card.
     """
-    from chordkeras import evaluate as evaluate_lib
-    from chordkeras import export as export_lib
     from chordkeras import train as train_lib
 
     config = hypermodel.config(trial.hyperparameters)
@@ -309,15 +307,9 @@ def export_best(tuner: kt.Tuner, trial, hypermodel: ChordHyperModel, project_dir
     validation = {name: trial.metrics.get_best_value(name) for name in trial.metrics.metrics
                   if name.startswith("val_")}
     test_metrics = train_lib.frame_metrics(model, hypermodel.dataset_dir, "test", config)
-    data_info = records.read_dataset_info(hypermodel.dataset_dir)
-    export_dir = export_lib.export_model(model, config, out / "export", metrics={**validation, **test_metrics},
-                                         data_info=data_info, dataset_dir=hypermodel.dataset_dir,
-                                         saved_model=options.saved_model)
-    if test_metrics:
-        scores = evaluate_lib.evaluate_model_on_records(export_dir, hypermodel.dataset_dir, split="test",
-                                                        progress=False)
-        test_metrics.update({k: float(v) for k, v in scores["overall"].items() if isinstance(v, (int, float))})
-        export_lib.update_model_card(export_dir, metrics={**validation, **test_metrics})
+    export_dir = train_lib.export_and_score(model, config, hypermodel.dataset_dir, out / "export", test_metrics,
+                                            data_info=records.read_dataset_info(hypermodel.dataset_dir),
+                                            saved_model=options.saved_model, card_metrics=validation)
     records.write_json_atomic(out / "test_metrics.json", test_metrics)
     return export_dir
 
