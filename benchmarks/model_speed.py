@@ -101,7 +101,7 @@ def main(argv=None) -> list[dict]:
               f"{songs_per_min:>11.0f}{run['warm_up_s']:>11.1f}")
         results.append({k: run[k] for k in ("precision", "jit", "batch_size", "params", "warm_up_s")}
                        | {"best_excerpts_per_s": best, "median_excerpts_per_s": median,
-                          "median_songs_per_min": songs_per_min})
+                          "median_songs_per_min": songs_per_min, "round_seconds": run["times"]})
     print(f"\nparameters: {runs[0]['params']:,}; load average at the end {os.getloadavg()[0]:.2f}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

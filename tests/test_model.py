@@ -1,5 +1,6 @@
 """chordkeras.model: shapes, save/load, masking, the loss and metrics by hand, distribution."""
 
+import json
 import os
 import subprocess
 import sys
@@ -344,8 +345,6 @@ def test_two_replicas_add_up_to_the_single_device_loss_and_step():
     result = subprocess.run([sys.executable, "-c", TWO_REPLICAS, os.path.dirname(__file__)], capture_output=True,
                             text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["two"] == pytest.approx(out["plain"], rel=1e-5)
     assert out["moved"] > 1e-3  # the step did something ...
