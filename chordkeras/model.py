@@ -317,9 +317,9 @@ class InputStall(keras.metrics.Metric):
 
     Each train step stamps its start (once its batch has arrived) and its end (once gradients and
     metrics are computed). The gap from one step's end to the next one's start is the time the loop
-    spent outside the step: fetching the next batch from the input pipeline (the part that matters), plus the
-    callbacks' and the loop's own overhead, so the figure errs on the high side. The first gap of an
-    epoch is not counted (the metric is reset at epoch start).
+    spent outside the step: fetching the next batch from the input pipeline (the part that matters),
+    plus the callbacks' and the loop's own overhead, so the figure errs on the high side. The first gap
+    of an epoch is not counted (the metric is reset at epoch start).
     """
 
     def __init__(self, name: str = "input_stall", **kwargs):
