@@ -11,12 +11,12 @@ import io
 import json
 import math
 import os
-import uuid
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from chordkeras import vocab
+from chordkeras.files import write_text_atomic
 
 CHORD_NAMESPACES = ("chord", "chord_harte")
 # Overlaps up to this long between consecutive segments are rounding in the source file; the later
@@ -219,22 +219,6 @@ def _validated(path, raw_segments: Iterable[tuple[int, float, float, str]], unit
     return segments
 
 
-def _atomic_write_text(path: os.PathLike | str, text: str) -> None:
-    """Writes next to `path` under a temporary name, then renames: readers never see half a file."""
-    path = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(path))
-    # open(..., "x") rather than mkstemp: the finished file gets the usual umask permissions.
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _check_segments(segments: Sequence[Segment]) -> None:
     for i, s in enumerate(segments):
         vocab.encode_targets(s.label)
@@ -250,7 +234,7 @@ def write_lab(path: os.PathLike | str, segments: Sequence[Segment]) -> None:
         ValueError: negative, non-finite or reversed times.
     """
     _check_segments(segments)
-    _atomic_write_text(path, "".join(f"{s.start:.6f}\t{s.end:.6f}\t{s.label}\n" for s in segments))
+    write_text_atomic(path, "".join(f"{s.start:.6f}\t{s.end:.6f}\t{s.label}\n" for s in segments))
 
 
 def write_jams(
@@ -300,7 +284,7 @@ def write_jams(
         annotation.append(time=float(s.start), duration=float(s.end - s.start), value=s.label, confidence=s.confidence)
     jam.annotations.append(annotation)
     jam.validate(strict=True)
-    _atomic_write_text(path, jam.dumps(indent=2))
+    write_text_atomic(path, jam.dumps(indent=2))
 
 
 def _segment_index(segments: Sequence[Segment], frame_times: np.ndarray) -> np.ndarray:

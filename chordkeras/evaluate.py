@@ -21,11 +21,12 @@ import math
 import os
 import pathlib
 import sys
-import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
 import mir_eval
 import numpy as np
+
+from chordkeras import files
 
 # The mir_eval.chord comparison functions, in the order the field usually reports them.
 CHORD_METRICS = (
@@ -309,17 +310,10 @@ def results_csv(results: Mapping[str, Any]) -> str:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes text to a temporary file in the same folder, then renames it into place."""
+    """Creates the folder if needed, then writes atomically (`chordkeras.files.write_text_atomic`)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_text_atomic(path, text)
 
 
 def write_results(results: Mapping[str, Any], out_dir: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path]:

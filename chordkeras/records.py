@@ -10,6 +10,8 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
+from chordkeras import files
+
 SPLITS = ("train", "valid", "test")
 DATASET_INFO = "dataset.json"
 
@@ -129,9 +131,4 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Writes JSON to a temporary name and renames it, so a half-written file never looks complete."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+write_json_atomic = files.write_json_atomic

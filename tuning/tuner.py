@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import keras
 import keras_tuner as kt
 
-from chordkeras import records
+from chordkeras import files, records
 from chordkeras.config import RunConfig
 from tuning import space
 from tuning.hypermodel import ChordHyperModel
@@ -255,9 +255,7 @@ def write_summary(project_dir: pathlib.Path, trials: list[dict[str, Any]]) -> No
     for t in trials:
         writer.writerow([t[k] for k in head] + [t["hyperparameters"].get(k) for k in hp_names]
                         + [t["metrics"].get(k) for k in metric_names])
-    tmp = project_dir / "summary.csv.tmp"
-    tmp.write_text(out.getvalue(), encoding="utf-8")
-    os.replace(tmp, project_dir / "summary.csv")
+    files.write_text_atomic(project_dir / "summary.csv", out.getvalue())
 
 
 def format_summary(trials: list[dict[str, Any]], objective: str, limit: int = 10) -> str:

@@ -14,13 +14,13 @@ import json
 import multiprocessing
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from chordkeras import annotations
+from chordkeras.files import temporary_name, write_text_atomic
 from chordkeras.config import FeatureConfig
 from chordkeras.synth import arrange as arrange_lib
 from chordkeras.synth import harmony, render
@@ -91,7 +91,7 @@ def song_names(index: int, audio_format: str) -> tuple[str, str]:
 def _write_audio(path: Path, audio: np.ndarray, sample_rate: int, audio_format: str) -> None:
     import soundfile
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = Path(temporary_name(path))
     try:
         soundfile.write(tmp, audio, sample_rate, format=audio_format.upper(), subtype="PCM_16")
         os.replace(tmp, path)
@@ -99,15 +99,6 @@ def _write_audio(path: Path, audio: np.ndarray, sample_rate: int, audio_format: 
         tmp.unlink(missing_ok=True)
         raise
 
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_song(song: Song, out_dir: Path, index: int, audio_format: str) -> None:
@@ -226,7 +217,7 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
             raise ValueError(f"{out_dir} holds songs generated with other settings (old, new): {changed}; "
                              "use another folder")
     else:
-        _write_text(settings_path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(settings_path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
     missing = [i for i in range(num_songs)
                if not all((out_dir / name).exists() for name in song_names(i, audio_format))]
@@ -257,5 +248,5 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["audio", "annotation"])
     writer.writerows(song_names(i, audio_format) for i in range(num_songs))
-    _write_text(manifest, text.getvalue())
+    write_text_atomic(manifest, text.getvalue())
     return manifest
