@@ -122,10 +122,13 @@ class SignalFlag(layers.Layer):
 class MaskedBatchNorm(layers.Layer):
     """Batch normalisation over the last axis whose statistics count only real frames.
 
-    Inputs [B, T, ...] with a frame mask [B, T]; masked frames are zero on output. Computed in
-    float32 whatever the policy (as keras.layers.BatchNormalization does). The mask enters as a
-    broadcast multiplication, which is cheaper on CPU than Keras's masked moments (a `where` on a
-    broadcast copy of the mask).
+    Inputs [B, T, ...] with a frame mask [B, T]; masked frames are zero on output. Statistics are
+    float32 whatever the policy (as keras.layers.BatchNormalization keeps them). A training batch
+    with no masked frame (the usual case: excerpts are shorter than songs) goes through TF's fused
+    batch-norm kernel, which reads a bfloat16 input directly and is 2-3x faster on CPU than the
+    masked moments as separate ops; a batch with padding takes the masked moments, where the mask
+    enters as a broadcast multiplication (cheaper on CPU than Keras's masked moments, a `where` on
+    a broadcast copy of the mask).
     """
 
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs):
@@ -143,21 +146,46 @@ class MaskedBatchNorm(layers.Layer):
                                                trainable=False, autocast=False)
 
     def call(self, features, frame_mask, training=None):
+        if not (training and self.trainable):
+            return self._normalise(features, frame_mask, self.moving_mean, self.moving_variance)
+        # Training excerpts rarely hold padding: then TF's fused kernel (one pass forward, one
+        # backward) gives the same statistics 2-3x faster than the masked moments.
+        all_real = tf.reduce_all(tf.not_equal(frame_mask, 0.0))
+        out, mean, variance = tf.cond(all_real, lambda: self._fused(features),
+                                      lambda: self._masked(features, frame_mask))
+        mean, variance = tf.stop_gradient(mean), tf.stop_gradient(variance)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return out
+
+    def _fused(self, features):
+        """All frames real: statistics over every position of [B, T, ...] by the fused kernel."""
+        channels = tf.shape(features)[-1]
+        x = tf.reshape(features, tf.stack([tf.shape(features)[0], tf.shape(features)[1], -1, channels]))
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x, self.gamma, self.beta, epsilon=self.epsilon,
+                                                             is_training=True)
+        # The kernel returns the unbiased variance; the moving average keeps the biased one, as
+        # the masked path does.
+        count = tf.cast(tf.size(x) // channels, tf.float32)
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+        return tf.cast(tf.reshape(y, tf.shape(features)), self.compute_dtype), mean, variance
+
+    def _masked(self, features, frame_mask):
+        """Statistics over the real frames only (in float32); masked frames zero on output."""
         x = tf.cast(features, tf.float32)
         mask = _broadcastable_mask(frame_mask, x)
-        if training and self.trainable:
-            axes = list(range(features.shape.rank - 1))
-            # Real frames times the size of the middle axes the mask broadcasts over.
-            per_frame = tf.size(x) // (tf.size(mask) * tf.shape(x)[-1])
-            count = tf.maximum(tf.reduce_sum(mask) * tf.cast(per_frame, tf.float32), 1.0)
-            mean = tf.reduce_sum(x * mask, axes) / count
-            variance = tf.reduce_sum(tf.square((x - mean) * mask), axes) / count
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        else:
-            mean, variance = self.moving_mean, self.moving_variance
+        axes = list(range(features.shape.rank - 1))
+        # Real frames times the size of the middle axes the mask broadcasts over.
+        per_frame = tf.size(x) // (tf.size(mask) * tf.shape(x)[-1])
+        count = tf.maximum(tf.reduce_sum(mask) * tf.cast(per_frame, tf.float32), 1.0)
+        mean = tf.reduce_sum(x * mask, axes) / count
+        variance = tf.reduce_sum(tf.square((x - mean) * mask), axes) / count
+        return self._normalise(features, frame_mask, mean, variance), mean, variance
+
+    def _normalise(self, features, frame_mask, mean, variance):
+        x = tf.cast(features, tf.float32)
         scale = self.gamma * tf.math.rsqrt(variance + self.epsilon)
-        out = (x * scale + (self.beta - mean * scale)) * mask
+        out = (x * scale + (self.beta - mean * scale)) * _broadcastable_mask(frame_mask, x)
         return tf.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, features_shape, frame_mask_shape=None):
@@ -447,9 +475,12 @@ def build_model(config: RunConfig, class_weights: np.ndarray | Sequence[float] |
     frame_mask = FrameMask(name="frame_mask")(spectrogram)
     if model.architecture == "crnn":
         h = _front_end(spectrogram, frame_mask, config, model.embedding_dim)
+        # Under mixed_bfloat16 (the CPU policy) the GRUs stay in float32: TF's CPU recurrent loop
+        # runs its gates as many small ops, which are 1.4x slower in bfloat16 than in float32.
+        rnn_dtype = "float32" if keras.mixed_precision.global_policy().name == "mixed_bfloat16" else None
         for i in range(model.rnn_layers):
-            gru = layers.GRU(model.rnn_units, return_sequences=True)
-            h = layers.Bidirectional(gru, name=f"bigru_{i}")(h, mask=frame_mask)
+            gru = layers.GRU(model.rnn_units, return_sequences=True, dtype=rnn_dtype)
+            h = layers.Bidirectional(gru, name=f"bigru_{i}", dtype=rnn_dtype)(h, mask=frame_mask)
             h = layers.Dropout(model.dropout, noise_shape=(None, 1, None), name=f"bigru_{i}_dropout")(h)
     else:
         dim = model.transformer_dim

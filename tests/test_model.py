@@ -117,6 +117,32 @@ def test_padding_changes_no_output_loss_or_metric(architecture):
     assert padded == pytest.approx(plain, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.parametrize("padded", [False, True], ids=["fused", "masked"])
+def test_batch_norm_training_statistics_by_hand(padded):
+    # Channel 0 sees 1 and 3 (mean 2, biased variance 1), channel 1 sees 4 and 4 (variance 0).
+    x = np.array([[[1.0, 4.0], [3.0, 4.0]]], np.float32)
+    mask = np.ones((1, 2), np.float32)
+    if padded:  # a trailing masked frame: the masked moments must give the same numbers
+        x, mask = np.concatenate([x, np.full((1, 1, 2), 7.0, np.float32)], 1), np.array([[1.0, 1.0, 0.0]], np.float32)
+    norm = model_lib.MaskedBatchNorm(momentum=0.99, epsilon=1e-3)
+    out = norm(tf.constant(x), tf.constant(mask), training=True).numpy()
+    expected = [[[-1 / np.sqrt(1.001), 0.0], [1 / np.sqrt(1.001), 0.0]] + ([[0.0, 0.0]] if padded else [])]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(norm.moving_mean.numpy(), [0.02, 0.04], rtol=1e-5)
+    # The biased variance (1, not the fused kernel's unbiased 2) enters the moving average.
+    np.testing.assert_allclose(norm.moving_variance.numpy(), [0.99 + 0.01 * 1.0, 0.99], rtol=1e-6)
+
+
+def test_batch_norm_fused_path_reads_bfloat16():
+    x = tf.constant(np.random.default_rng(0).normal(3.0, 2.0, (4, 9, 5, 3)), tf.float32)
+    mask = tf.ones((4, 9))
+    reference = model_lib.MaskedBatchNorm()(x, mask, training=True).numpy()
+    norm = model_lib.MaskedBatchNorm(dtype="mixed_bfloat16")
+    out = norm(tf.cast(x, tf.bfloat16), mask, training=True)
+    assert out.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(out, tf.float32).numpy(), reference, atol=0.03)
+
+
 def test_frame_mask_marks_only_trailing_zero_frames():
     x = np.ones((3, 5, 4), np.float32)
     x[0, 3:] = 0.0  # padding
