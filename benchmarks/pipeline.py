@@ -7,6 +7,8 @@ Side by side, on the same prepared dataset and the same model:
       shift, gain/EQ in numpy) and then calls `train_on_batch`: no data pump, no prefetch;
   (d) the same fit on a single batch held in memory: the training speed with no input work at all.
 For each: excerpts/s, audio hours/min, 4-minute songs/min, and the input-stall share of step time.
+(b) and (d) are timed to the end of their last step, not to `fit` returning (see
+model_speed.timed_fit).
 
     python benchmarks/pipeline.py                      # the built-in synthetic dataset
     python benchmarks/pipeline.py --data tfrecords/x --steps 100 --set train.mixed_precision=off
@@ -21,6 +23,7 @@ import sys
 import time
 
 import numpy as np
+from model_speed import timed_fit  # benchmarks/ is on sys.path when a script here runs
 
 
 def _songs_in_memory(folder, config):
@@ -119,17 +122,13 @@ def run(folder, config, steps: int, warmup: int) -> dict:
     model = model_lib.build_model(config)
     model_lib.compile_model(model, config, steps)
     model.fit(pump, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)  # tracing and warm-up
-    start = time.perf_counter()
-    history = model.fit(pump, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-    seconds = time.perf_counter() - start
+    seconds, history = timed_fit(model, pump, steps)
     results["b_fit_with_pump"] = figures(steps * batch, seconds, float(history.history["input_stall"][-1]))
 
     # (d) compute alone: the same fit on one batch held in memory; no input work at all.
     one_batch = data.train.take(1).cache().repeat()
     model.fit(one_batch, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
-    start = time.perf_counter()
-    history = model.fit(one_batch, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-    seconds = time.perf_counter() - start
+    seconds, history = timed_fit(model, one_batch, steps)
     results["d_compute_alone"] = figures(steps * batch, seconds, float(history.history["input_stall"][-1]))
 
     # (c) no data pump: build each batch in Python, then train on it.
