@@ -102,12 +102,12 @@ def run(folder, config, steps: int, warmup: int) -> dict:
                 "songs_per_min": hours_per_min * 60 / train_lib.REFERENCE_SONG_MINUTES, "input_stall": stall}
 
     data = dataset_lib.make_datasets(folder, config)
-    pump = data.train.repeat()
+    pump = data.train
     results = {"device": device.describe(), "precision": policy, "batch_size": batch,
                "excerpt_seconds": seconds_per_excerpt, "steps": steps}
 
     # (a) The pipeline alone: one pass first, so the cache is full as it is from epoch 2 of a fit.
-    for _ in data.train:
+    for _ in data.train.take(data.steps_per_epoch):
         pass
     it = iter(pump)
     for _ in range(warmup):

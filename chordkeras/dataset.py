@@ -2,7 +2,8 @@
 
 Training: list shards -> shuffle files -> interleave reads -> parse -> cache -> shuffle songs ->
 random excerpts (new ones each epoch) -> shuffle excerpts -> pitch shift + detune + gain/EQ -> batch ->
-prefetch(AUTOTUNE). Validation and test: whole songs, in order, no augmentation, padded batches
+repeat -> prefetch(AUTOTUNE). The training pipeline never ends: one pass through the songs is
+`steps_per_epoch` batches, which is what a fit is given as its epoch. Validation and test: whole songs, in order, no augmentation, padded batches
 with a mask. Every element is (spectrogram, targets, mask) as `chordkeras.model.ChordModel` expects.
 """
 
@@ -24,7 +25,14 @@ TARGET_KEYS = ("chord", "root", "bass", "pitches")
 
 @dataclasses.dataclass(frozen=True)
 class Datasets:
-    """What `make_datasets` returns: the pipelines and the numbers a fit needs."""
+    """What `make_datasets` returns: the pipelines and the numbers a fit needs.
+
+    `train` repeats without end; `steps_per_epoch` batches are one pass through the training songs
+    (or `data.steps_per_epoch` when set). Fit with `steps_per_epoch=steps_per_epoch`: Keras then
+    keeps one iterator for the whole fit. With a finite dataset it makes a new iterator each epoch,
+    and destroying the old one blocks until tf.data's autotuning thread wakes up (in TF 2.16 its
+    period doubles from 10 ms to 60 s), which cost some epochs here half their time.
+    """
 
     train: tf.data.Dataset
     valid: tf.data.Dataset
@@ -132,7 +140,7 @@ def gain_and_eq(spectrogram: tf.Tensor, gain_db: tf.Tensor, tilt_db: tf.Tensor, 
 
 
 def train_dataset(folder: str | os.PathLike, config: RunConfig, info: dict[str, Any]) -> tuple[tf.data.Dataset, int]:
-    """The training pipeline and its steps per epoch."""
+    """The endless training pipeline and its steps per epoch (one pass, see `Datasets`)."""
     data = config.data
     vocabulary = vocab.get_vocabulary(data.vocabulary)
     excerpt_frames = data.excerpt_frames(config.features)
@@ -174,9 +182,8 @@ def train_dataset(folder: str | os.PathLike, config: RunConfig, info: dict[str, 
             f"{folder}: {num_songs} training songs x {data.excerpts_per_song} excerpts is less than one batch of "
             f"{data.batch_size}; lower data.batch_size or raise data.excerpts_per_song"
         )
-    if data.steps_per_epoch:
-        ds = ds.repeat()
-    return ds.prefetch(AUTOTUNE), steps
+    # Each pass yields exactly `steps` batches (drop_remainder), so the epochs of a fit are passes.
+    return ds.repeat().prefetch(AUTOTUNE), steps
 
 
 def eval_dataset(folder: str | os.PathLike, split: str, config: RunConfig) -> tf.data.Dataset:

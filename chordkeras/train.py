@@ -267,9 +267,6 @@ def train(
         data = dataset_lib.make_datasets(dataset_dir, config)
         train_ds = _shard_by_data(data.train)
     valid_ds = _shard_by_data(data.valid)
-    infinite = data_service or config.data.steps_per_epoch
-    if not infinite:
-        train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(data.steps_per_epoch))
 
     weights = dataset_lib.class_weights(data.info, config.data.vocabulary) if config.train.class_weighting else None
     compile_config = config
@@ -296,7 +293,7 @@ def train(
         train_ds,
         validation_data=valid_ds,
         epochs=config.train.epochs,
-        steps_per_epoch=data.steps_per_epoch if infinite else None,
+        steps_per_epoch=data.steps_per_epoch,  # the pipeline is endless (see dataset.Datasets)
         callbacks=all_callbacks,
         shuffle=False,  # the pipeline shuffles
         verbose=verbose,

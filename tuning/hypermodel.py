@@ -16,7 +16,6 @@ from typing import Any, Collection, Sequence
 
 import keras
 import keras_tuner as kt
-import tensorflow as tf
 
 from chordkeras import dataset as dataset_lib
 from chordkeras import devices
@@ -108,17 +107,13 @@ class ChordHyperModel(kt.HyperModel):
             raise TypeError(f"ChordHyperModel.fit takes its data from the dataset folder; got {args} {sorted(kwargs)}")
         config = self.config(hp)
         data = self.datasets(config)
-        train_ds = data.train
-        if not config.data.steps_per_epoch:
-            # A known epoch length, as in chordkeras.train (progress and a clean end of each epoch).
-            train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(data.steps_per_epoch))
         verbose_level = 1 if verbose == "auto" else int(verbose)
         return model.fit(
-            train_ds,
+            data.train,  # endless: steps_per_epoch batches are one pass (see chordkeras.dataset.Datasets)
             validation_data=data.valid,
             epochs=epochs or config.train.epochs,
             initial_epoch=initial_epoch,
-            steps_per_epoch=data.steps_per_epoch if config.data.steps_per_epoch else None,
+            steps_per_epoch=data.steps_per_epoch,
             callbacks=list(callbacks) + trial_callbacks(config, data.steps_per_epoch, trial_dir, verbose_level),
             shuffle=False,  # the pipeline shuffles
             verbose=verbose,
