@@ -207,7 +207,7 @@ def prepare_song(song: SongInput, features: FeatureConfig) -> tuple[bytes, dict[
     Raises:
         SongError: naming the file and the problem (the caller skips and lists the song).
     """
-    from chordkeras import annotations, audio, features as features_lib, vocab
+    from chordkeras import annotations, audio, vocab
 
     for path in (song.audio, song.annotation):
         if path is not None and not _is_utf8(path):
