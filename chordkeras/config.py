@@ -80,7 +80,7 @@ class DataConfig:
 
     vocabulary: str = "large"
     excerpt_seconds: float = 10.0
-    batch_size: int = 32
+    batch_size: int = 64
     eval_batch_size: int = 8
     shift_min: int = -5
     shift_max: int = 6
