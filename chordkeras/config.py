@@ -105,6 +105,7 @@ class ModelConfig:
     conv_filters: tuple[int, ...] = (16, 32)
     conv_kernel: int = 3
     pool_frequency: tuple[int, ...] = (2, 2)
+    downsampling: str = "stride"  # stride | max_pool: how conv blocks reduce frequency (model.ConvBlock)
     embedding_dim: int = 128  # per-frame features between the conv front end and the GRUs (crnn)
     rnn_units: int = 64
     rnn_layers: int = 1

@@ -74,11 +74,27 @@ def test_default_crnn_size():
     assert 100_000 <= model.count_params() <= 300_000
 
 
+@pytest.mark.parametrize("downsampling,bins", [("stride", 10), ("max_pool", 9)])
+def test_conv_block_downsampling_output_bins(downsampling, bins):
+    # 48 bins (two octaves) divided by 5: a strided 'same' convolution keeps ceil(48 / 5) = 10 bins,
+    # a max-pool floor(48 / 5) = 9.
+    config = small_config("crnn", "majmin", "model.pool_frequency=5", f"model.downsampling={downsampling}")
+    model = model_lib.build_model(config)
+    block = model.get_layer("conv_0")
+    assert block.output_bins(48) == bins
+    x, _, _ = random_batch(config, batch=2, frames=6)
+    features = keras.Model(model.input, block.output)(x)
+    assert tuple(features.shape) == (2, 6, bins, config.model.conv_filters[0])
+    assert keras.Model(model.input, model.get_layer("frames").output)(x).shape[-1] == bins * 8
+
+
 def test_unknown_architecture_and_bad_class_weights_raise():
     with pytest.raises(ValueError, match="architecture"):
         model_lib.build_model(small_config("lstm"))
     with pytest.raises(ValueError, match="class_weights"):
         model_lib.build_model(small_config(), class_weights=np.ones(3))
+    with pytest.raises(ValueError, match="downsampling"):
+        model_lib.build_model(small_config("crnn", "majmin", "model.downsampling=avg_pool"))
 
 
 @pytest.mark.parametrize("architecture", model_lib.ARCHITECTURES)
@@ -101,9 +117,10 @@ def test_keras_file_round_trip(tmp_path, architecture):
     assert loaded.to_majmin == model.to_majmin
 
 
-@pytest.mark.parametrize("architecture", model_lib.ARCHITECTURES)
-def test_padding_changes_no_output_loss_or_metric(architecture):
-    config = small_config(architecture, "majmin", "model.dropout=0.0")
+@pytest.mark.parametrize("architecture,downsampling", [("crnn", "stride"), ("crnn", "max_pool"),
+                                                       ("transformer", "max_pool")])
+def test_padding_changes_no_output_loss_or_metric(architecture, downsampling):
+    config = small_config(architecture, "majmin", "model.dropout=0.0", f"model.downsampling={downsampling}")
     model = model_lib.build_model(config)
     model_lib.compile_model(model, config, steps_per_epoch=1)
     x, y, mask = random_batch(config, frames=10)
