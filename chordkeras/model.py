@@ -130,7 +130,7 @@ class MaskedBatchNorm(layers.Layer):
     batch-norm kernel, which reads a bfloat16 input directly and is 2-3x faster on CPU than the
     masked moments as separate ops; a batch with padding takes the masked moments, where the mask
     enters as a broadcast multiplication (cheaper on CPU than Keras's masked moments, a `where` on
-    a broadcast copy of the mask).
+    a broadcast copy of the mask). Inputs of rank above 4 always take the masked moments.
     """
 
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs):
@@ -152,25 +152,30 @@ class MaskedBatchNorm(layers.Layer):
             return self._normalise(features, frame_mask, self.moving_mean, self.moving_variance)
         # Training excerpts rarely hold padding: then TF's fused kernel (one pass forward, one
         # backward) gives the same statistics 2-3x faster than the masked moments.
-        all_real = tf.reduce_all(tf.not_equal(frame_mask, 0.0))
-        out, mean, variance = tf.cond(all_real, lambda: self._fused(features),
-                                      lambda: self._masked(features, frame_mask))
+        if features.shape.rank in (3, 4):
+            all_real = tf.reduce_all(tf.not_equal(frame_mask, 0.0))
+            out, mean, variance = tf.cond(all_real, lambda: self._fused(features),
+                                          lambda: self._masked(features, frame_mask))
+        else:
+            out, mean, variance = self._masked(features, frame_mask)
         mean, variance = tf.stop_gradient(mean), tf.stop_gradient(variance)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return out
 
     def _fused(self, features):
-        """All frames real: statistics over every position of [B, T, ...] by the fused kernel."""
-        channels = tf.shape(features)[-1]
-        x = tf.reshape(features, tf.stack([tf.shape(features)[0], tf.shape(features)[1], -1, channels]))
+        """All frames real: statistics over every position of [B, T, (F,) C] by the fused kernel."""
+        # The kernel wants [N, H, W, C]; [B, T, C] gets a unit axis. (Slicing, not a reshape to
+        # -1: XLA cannot pad a dynamic reshape's gradient.)
+        flat = features.shape.rank == 3
+        x = features[:, :, None, :] if flat else features
         y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x, self.gamma, self.beta, epsilon=self.epsilon,
                                                              is_training=True)
         # The kernel returns the unbiased variance; the moving average keeps the biased one, as
         # the masked path does.
-        count = tf.cast(tf.size(x) // channels, tf.float32)
+        count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
         variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
-        return tf.cast(tf.reshape(y, tf.shape(features)), self.compute_dtype), mean, variance
+        return tf.cast(y[:, :, 0, :] if flat else y, self.compute_dtype), mean, variance
 
     def _masked(self, features, frame_mask):
         """Statistics over the real frames only (in float32); masked frames zero on output."""
