@@ -2,9 +2,9 @@
 
 Two architectures share the input normalisation, the convolutional front end and the heads:
 
-- 'crnn': per-bin batch normalisation, 2-D convolutions over time x frequency (pooling along
-  frequency only, so every frame keeps its own output), a dense frame embedding, then
-  bidirectional GRU layers.
+- 'crnn': per-bin batch normalisation, 2-D convolutions over time x frequency (downsampling
+  frequency only, by stride or max-pool, so every frame keeps its own output), a dense frame
+  embedding, then bidirectional GRU layers.
 - 'transformer': the same front end, a convolutional relative position embedding (as in
   wav2vec 2.0, so it works for any length), then pre-norm transformer encoder blocks.
 
