@@ -3,8 +3,9 @@
 Training: list shards -> shuffle files -> interleave reads -> parse -> cache -> shuffle songs ->
 random excerpts (new ones each epoch) -> shuffle excerpts -> pitch shift + detune + gain/EQ -> batch ->
 repeat -> prefetch(AUTOTUNE). The training pipeline never ends: one pass through the songs is
-`steps_per_epoch` batches, which is what a fit is given as its epoch. Validation and test: whole songs, in order, no augmentation, padded batches
-with a mask. Every element is (spectrogram, targets, mask) as `chordkeras.model.ChordModel` expects.
+`steps_per_epoch` batches, which is what a fit is given as its epoch. Validation and test: whole
+songs, in order, no augmentation, padded batches with a mask. Every element is (spectrogram,
+targets, mask) as `chordkeras.model.ChordModel` expects.
 """
 
 from __future__ import annotations

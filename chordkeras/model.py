@@ -217,7 +217,8 @@ class ConvBlock(layers.Layer):
 
     Inputs [B, T, F, C] and a frame mask [B, T]; output [B, T, F', filters] with masked frames zero
     (F' = ceil(F / pool) for 'stride', floor for 'max_pool'), so the next convolution sees exactly
-    what 'same' padding would give it.
+    what 'same' padding would give it. `downsampling` defaults to 'max_pool', which is what saved
+    models from before the option hold; `build_model` passes `model.downsampling`.
     """
 
     def __init__(self, filters: int, kernel_size: int, pool: int, dropout: float, downsampling: str = "max_pool",
