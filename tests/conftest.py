@@ -19,3 +19,16 @@ def _seed_everything():
     import keras
 
     keras.utils.set_random_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A prepared dataset of 8/2/2 tiny songs, shared read-only by the fit and tuning tests.
+
+    8 songs x 8 excerpts = 64 excerpts: at least one batch for every batch_size the tuning space offers.
+    """
+    from chordkeras import config as config_lib
+    from helpers_data import write_tiny_dataset
+
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny", config_lib.RunConfig().features,
+                              songs_per_split=(8, 2, 2))

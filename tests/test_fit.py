@@ -9,19 +9,11 @@ import tensorflow as tf
 from chordkeras import config as config_lib
 from chordkeras import export, features, fit, train
 
-from helpers_data import write_tiny_dataset
-
 
 def _config(**train_overrides):
     config = config_lib.resolve("tiny", ["data.excerpt_seconds=2.0", "data.batch_size=8", "data.excerpts_per_song=8",
                                          "train.learning_rate=0.01", "train.mixed_precision=off"])
     return dataclasses.replace(config, train=dataclasses.replace(config.train, **train_overrides))
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny", config_lib.RunConfig().features,
-                              songs_per_split=(8, 2, 2))
 
 
 @pytest.fixture(scope="module")

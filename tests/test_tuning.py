@@ -19,7 +19,6 @@ from tuning import search, space
 from tuning import tuner as tuner_lib
 from tuning.hypermodel import ChordHyperModel, trial_callbacks
 
-from helpers_data import write_tiny_dataset
 
 # Everything but a few cheap hyperparameters is pinned, so a trial is one epoch of a small conv net
 # (no recurrent layer: tracing a GRU costs more than the rest of a trial). Still
@@ -33,13 +32,6 @@ SETS = [arg for item in PINNED for arg in ("--set", item)]
 def _args(data, directory, *extra):
     return ["--data", str(data), "--directory", str(directory), "--project-name", "search", "--preset", "tiny",
             *SETS, "--epochs", "1", "--verbose", "0", *extra]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    # 8 songs x 8 excerpts = 64 excerpts: at least one batch for every batch_size choice.
-    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny", config_lib.RunConfig().features,
-                              songs_per_split=(8, 2, 2))
 
 
 @pytest.fixture(scope="module")
