@@ -102,6 +102,9 @@ class ModelConfig:
     """The network built by `chordkeras.model.build_model`."""
 
     architecture: str = "crnn"
+    # Window of the input's level normalisation (model.LevelNormalization), in seconds; 0 feeds the
+    # network the recording's absolute level, as models before it had.
+    level_window_seconds: float = 4.0
     conv_filters: tuple[int, ...] = (16, 32)
     conv_kernel: int = 3
     pool_frequency: tuple[int, ...] = (2, 2)
