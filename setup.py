@@ -35,6 +35,7 @@ setup(
         "pretty_midi>=0.2.10",
         "midirenderer>=0.1.3",
         "soundfile>=0.12",
+        "pyroomacoustics>=0.7",  # MIT: simulated rooms for the song generator's recording chain
         "tqdm",
         "matplotlib",
     ],

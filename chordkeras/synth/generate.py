@@ -23,11 +23,11 @@ from chordkeras import annotations
 from chordkeras.files import temporary_name, write_text_atomic
 from chordkeras.config import FeatureConfig
 from chordkeras.synth import arrange as arrange_lib
-from chordkeras.synth import harmony, render
+from chordkeras.synth import harmony, recording, render
 
 # Bump when a change alters the songs a given seed produces: a folder made by another
 # version is refused instead of being silently mixed.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST_NAME = "manifest.csv"
 SETTINGS_NAME = "synth.json"
 AUDIO_FORMATS = ("flac", "wav")
@@ -52,7 +52,8 @@ def song_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = None,
-              sample_rate: int | None = None) -> Song:
+              sample_rate: int | None = None,
+              chain: recording.ChainRanges | None = recording.TRAINING_CHAIN) -> Song:
     """Plans, arranges, renders and masters one song.
 
     Args:
@@ -61,6 +62,7 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
         renderer: From `render.load_renderer`.
         minutes_per_song: Target length; None draws 2-4 minutes per song.
         sample_rate: Output rate; defaults to FeatureConfig().sample_rate.
+        chain: The recording chain's ranges (`render.master`); None renders a clean mix.
 
     Returns:
         The Song; its audio lasts exactly as long as its labels.
@@ -75,7 +77,7 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
     rate = renderer.sample_rate
     if renderer.name == render.SOUNDFONT_RENDERER and rng.random() < 0.4:
         midi, rate = render.formant_shifted(midi, int(rng.choice([-2, -1, 1, 2])), rate, sample_rate)
-    audio = render.master(renderer.render(midi), rate, sample_rate, rng)
+    audio = render.master(renderer.render(midi), rate, sample_rate, rng, chain)
     samples = int(round(plan.duration * sample_rate))
     audio = np.pad(audio[:samples], (0, max(samples - len(audio), 0)))
     labels = plan.labels()
