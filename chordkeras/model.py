@@ -178,13 +178,14 @@ class LevelNormalization(layers.Layer):
 class SilenceIsNoChord(layers.Layer):
     """Frames of digital silence say N: chord class 0, root and bass 'none', no pitch class.
 
-    A frame is silent when no bin of the input spectrogram exceeds `threshold` (1e-4 in
-    log1p(log_scale * |X|) units: every bin more than 120 dB below a full-scale sine; 16-bit audio
-    cannot hold anything that quiet but exact zeros). Everything louder, however quiet, is left to
-    the network, which sees it at its working level (`LevelNormalization`).
+    A frame is silent when no bin of the input spectrogram exceeds `threshold` (1e-6 in
+    log1p(log_scale * |X|) units: every bin more than 160 dB below a full-scale sine, which neither
+    16- nor 24-bit audio can hold but as exact zeros, and which leaves 100 dB of room below the
+    quietest passage of a recording played 60 dB down). Everything louder, however quiet, is left
+    to the network, which sees it at its working level (`LevelNormalization`).
     """
 
-    def __init__(self, threshold: float = 1e-4, **kwargs):
+    def __init__(self, threshold: float = 1e-6, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.threshold = float(threshold)
