@@ -44,6 +44,8 @@ class Dialect:
         audio_key: Index key of the audio file.
         note: What is taken and why, shown by `--list-mirdata` and in dataset.json.
         leave_out: Track -> reason to leave it out, or None to keep it.
+        harte_lab: The annotation file is a Harte `.lab`: when mirdata's loader refuses it,
+            chordkeras's own `.lab` reader (every label mir_eval reads) takes it.
     """
 
     chords: str
@@ -51,6 +53,7 @@ class Dialect:
     audio_key: str = "audio"
     note: str = ""
     leave_out: Callable[[Any], str | None] | None = None
+    harte_lab: bool = False
 
 
 def _guitarset_leave_out(track) -> str | None:
@@ -59,20 +62,23 @@ def _guitarset_leave_out(track) -> str | None:
     return None
 
 
+# mirdata checks 'harte' labels against a pattern narrower than mir_eval's grammar: it refuses 'X' and
+# the qualities 1, 5, sus2, aug7, 11, 13, ..., and with one such label the whole file.
+_LAB_NOTE = ("Harte .lab files, labels unchanged; a file mirdata's loader refuses for a label its pattern lacks "
+             "('X', 'sus2', '5', ...) is read by chordkeras's .lab reader.")
 DIALECTS = {
-    "beatles": Dialect("chords", "chords", note="Isophonics Harte .lab files, read unchanged."),
-    "queen": Dialect("chords", "chords", note="Isophonics Harte .lab files, read unchanged."),
-    "rwc_popular": Dialect("chords", "chords", note="Harte .lab files, read unchanged."),
+    "beatles": Dialect("chords", "chords", note="Isophonics " + _LAB_NOTE, harte_lab=True),
+    "queen": Dialect("chords", "chords", note="Isophonics " + _LAB_NOTE, harte_lab=True),
+    "rwc_popular": Dialect("chords", "chords", note=_LAB_NOTE, harte_lab=True),
     "billboard": Dialect(
         "chords_full", "lab_full",
-        note="the full.lab of each song (chords_full), not one of mirdata's four reductions (majmin, majmin7, "
-             "...); salami_chords.txt, where the '&pause', '*' and 'x2' markers live, is not read. Power chords "
-             "'C:5' and 'C:1' have no quality of their own: class X, root, bass and pitches kept.",
+        note="full.lab (chords_full), not mirdata's four reductions; salami_chords.txt, where the '&pause' and "
+             "'*' markers live, is not read; 'C:5' and 'C:1' are class X with root, bass and pitches kept.",
     ),
     "guitarset": Dialect(
         "leadsheet_chords", "jams", audio_key="audio_mic",
-        note="the instructed chords (leadsheet_chords, the lead sheet given to the player), not the performed ones "
-             "inferred from the transcription; the microphone recording (audio_mic); comp excerpts only.",
+        note="the instructed chords (the lead sheet given to the player), not the performed ones inferred "
+             "from the transcription; the microphone recording; comp excerpts only.",
         leave_out=_guitarset_leave_out,
     ),
 }
@@ -168,8 +174,9 @@ def chord_collections() -> tuple[list[Collection], dict[str, str]]:
             continue
         attributes = chord_attributes(track_class)
         if attributes:
-            found.append(Collection(name, _versions(module), attributes, hasattr(track_class, "audio"),
-                                    DIALECTS.get(name)))
+            # Audio is a Track property named audio or audio_* (GuitarSet: audio_mic, audio_mix, ...).
+            has_audio = any(a == "audio" or a.startswith("audio_") for a in dir(track_class))
+            found.append(Collection(name, _versions(module), attributes, has_audio, DIALECTS.get(name)))
     return found, failed
 
 
@@ -339,20 +346,29 @@ def _check_track(dataset, dialect: Dialect, track_id: str, entry: dict, audio: s
     if annotation_md5 and actual != annotation_md5:
         return "checksum", f"{annotation}: md5 {actual} is not the {annotation_md5} in mirdata's index (corrupt or another edition)"
     try:
-        with _quiet_mirdata_logging():
-            chords = getattr(track, dialect.chords)
-    except _LOADER_ERRORS as e:
-        return "bad annotation", f"{annotation}: mirdata's {dataset.name} loader cannot read it: {type(e).__name__}: {e}"
-    if chords is None or len(chords.labels) == 0:
-        return "bad annotation", f"{annotation}: no chord segments"
-    try:
-        segments = [annotations.Segment(float(start), float(end), to_harte(text))
-                    for (start, end), text in zip(chords.intervals, chords.labels)]
+        segments = _segments(dataset, dialect, track, annotation)
+        if not segments:
+            return "bad annotation", f"{annotation}: no chord segments"
         lab.parent.mkdir(parents=True, exist_ok=True)
         annotations.write_lab(lab, segments)
     except (vocab.LabelError, ValueError) as e:
-        return "bad annotation", f"{annotation}: {e}"
+        return "bad annotation", str(e) if str(e).startswith(annotation) else f"{annotation}: {e}"
     return None
+
+
+def _segments(dataset, dialect: Dialect, track, annotation: str) -> list[annotations.Segment]:
+    try:
+        with _quiet_mirdata_logging():
+            chords = getattr(track, dialect.chords)
+    except _LOADER_ERRORS as e:
+        if dialect.harte_lab:
+            # AnnotationError (a ValueError) names the file, line and label if this reader refuses it too.
+            return annotations.load_annotation(annotation)
+        raise ValueError(f"mirdata's {dataset.name} loader cannot read it: {type(e).__name__}: {e}") from None
+    if chords is None:
+        return []
+    return [annotations.Segment(float(start), float(end), to_harte(text))
+            for (start, end), text in zip(chords.intervals, chords.labels)]
 
 
 def to_harte(text: str) -> str:
