@@ -222,8 +222,9 @@ def open_dataset(source: MirdataSource):
             where = index_info.remote.url if index_info.remote else "mirdata's sample indexes"
             raise MirdataError(
                 f"{source.name} {dataset.version}: mirdata's index {index_info.filename} is not on this machine and "
-                f"chordkeras downloads nothing: fetch it once from {where} into {dataset.data_home} "
-                f"(or pass --index FILE)"
+                f"chordkeras downloads nothing: fetch it once from {where} into {dataset.data_home}, or have mirdata "
+                f"fetch it (python -c \"import mirdata; mirdata.initialize('{source.name}', "
+                f"version='{dataset.version}').download(partial_download=['index'])\"), or pass --index FILE"
             )
         expected = index_info.remote.checksum if index_info.remote else None
         if expected is not None and md5(index_path) != expected:

@@ -265,3 +265,32 @@ def test_label_conversion_reads_what_mir_eval_reads():
     assert mirdata_source.to_harte("C") == "C"
     with pytest.raises(vocab.LabelError, match="C:notachord"):
         mirdata_source.to_harte("C:notachord")
+
+
+def test_collection_in_two_jobs_plus_merge_equals_one_run(homes, tmp_path):
+    sources = _sources(homes)
+    single = preparation.prepare_dataset(sources, tmp_path / "one", FEATURES,
+                                         preparation.PrepareConfig(workers=1, songs_per_shard=1), progress=False)
+    for job in (0, 1):
+        config = preparation.PrepareConfig(workers=1, songs_per_shard=1, job_index=job, num_jobs=2)
+        assert preparation.prepare_dataset(sources, tmp_path / "two", FEATURES, config, progress=False) is None
+    merged = preparation.merge_dataset(tmp_path / "two")
+    for key in ("splits", "song_sources", "label_histogram"):
+        assert merged[key] == single[key]
+    assert [(s["label"], s["found"], s["prepared"], s["skipped"]) for s in merged["sources"]] == [
+        (s["label"], s["found"], s["prepared"], s["skipped"]) for s in single["sources"]]
+    assert sorted(i["reason"] for i in merged["skipped"]) == sorted(i["reason"] for i in single["skipped"])
+
+
+def test_official_split_keeps_a_manifests_splits_and_refuses_a_folder(tmp_path):
+    folder = tmp_path / "songs"
+    for i in range(3):
+        _audio(folder / f"s{i}.wav")
+        (folder / f"s{i}.lab").write_text("0 2 C:maj\n2 4 A:min\n")
+    (folder / "manifest.csv").write_text("audio,annotation,split\ns0.wav,s0.lab,test\ns1.wav,s1.lab,test\n"
+                                         "s2.wav,s2.lab,valid\n")
+    config = preparation.PrepareConfig(workers=1, official_split=True)
+    info = preparation.prepare_dataset(folder / "manifest.csv", tmp_path / "out", FEATURES, config, progress=False)
+    assert {s: v["songs"] for s, v in info["splits"].items()} == {"train": 0, "valid": 1, "test": 2}
+    with pytest.raises(ValueError, match="3 song\\(s\\) without a split of their own"):
+        preparation.prepare_dataset(folder, tmp_path / "out2", FEATURES, config, progress=False)
