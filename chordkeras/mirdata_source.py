@@ -44,8 +44,8 @@ class Dialect:
         audio_key: Index key of the audio file.
         note: What is taken and why, shown by `--list-mirdata` and in dataset.json.
         leave_out: Track -> reason to leave it out, or None to keep it.
-        harte_lab: The annotation file is a Harte `.lab`: when mirdata's loader refuses it,
-            chordkeras's own `.lab` reader (every label mir_eval reads) takes it.
+        harte_lab: The annotation file is Harte `start end label` lines: when mirdata's loader
+            refuses it, chordkeras's own `.lab` reader (every label mir_eval reads) takes it.
     """
 
     chords: str
@@ -64,8 +64,8 @@ def _guitarset_leave_out(track) -> str | None:
 
 # mirdata checks 'harte' labels against a pattern narrower than mir_eval's grammar: it refuses 'X' and
 # the qualities 1, 5, sus2, aug7, 11, 13, ..., and with one such label the whole file.
-_LAB_NOTE = ("Harte .lab files, labels unchanged; a file mirdata's loader refuses for a label its pattern lacks "
-             "('X', 'sus2', '5', ...) is read by chordkeras's .lab reader.")
+_LAB_NOTE = ("Harte label files (start end label), labels unchanged; a file mirdata's loader refuses for a label "
+             "its pattern lacks ('X', 'sus2', '5', ...) is read by chordkeras's .lab reader.")
 DIALECTS = {
     "beatles": Dialect("chords", "chords", note="Isophonics " + _LAB_NOTE, harte_lab=True),
     "queen": Dialect("chords", "chords", note="Isophonics " + _LAB_NOTE, harte_lab=True),
@@ -346,25 +346,28 @@ def _check_track(dataset, dialect: Dialect, track_id: str, entry: dict, audio: s
     actual = md5(annotation)
     if annotation_md5 and actual != annotation_md5:
         return "checksum", f"{annotation}: md5 {actual} is not the {annotation_md5} in mirdata's index (corrupt or another edition)"
+    lab.parent.mkdir(parents=True, exist_ok=True)
     try:
-        segments = _segments(dataset, dialect, track, annotation)
+        segments = _segments(dataset, dialect, track, annotation, lab)
         if not segments:
             return "bad annotation", f"{annotation}: no chord segments"
-        lab.parent.mkdir(parents=True, exist_ok=True)
         annotations.write_lab(lab, segments)
     except (vocab.LabelError, ValueError) as e:
         return "bad annotation", str(e) if str(e).startswith(annotation) else f"{annotation}: {e}"
     return None
 
 
-def _segments(dataset, dialect: Dialect, track, annotation: str) -> list[annotations.Segment]:
+def _segments(dataset, dialect: Dialect, track, annotation: str, lab: pathlib.Path) -> list[annotations.Segment]:
     try:
         with _quiet_mirdata_logging():
             chords = getattr(track, dialect.chords)
     except _LOADER_ERRORS as e:
         if dialect.harte_lab:
-            # AnnotationError (a ValueError) names the file, line and label if this reader refuses it too.
-            return annotations.load_annotation(annotation)
+            # The file is copied under the .lab name the reader wants (the source's suffix may differ);
+            # an AnnotationError (a ValueError) then names that copy, the line and the label.
+            with open(annotation, "rb") as f:
+                lab.write_bytes(f.read())
+            return annotations.load_annotation(lab)
         raise ValueError(f"mirdata's {dataset.name} loader cannot read it: {type(e).__name__}: {e}") from None
     if chords is None:
         return []

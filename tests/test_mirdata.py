@@ -63,9 +63,10 @@ def _write_index(home, name, version, tracks):
 
 
 def _beatles(home):
-    """Isophonics layout: 0101 good (bare 'C' root), 0102 audio missing, 0103 audio corrupt, 0104 'C:sus2'."""
+    """Isophonics layout: 0101 good (bare 'C' root), 0102 audio missing, 0103 audio corrupt, 0104 'C:sus2',
+    0105 a label neither mirdata nor mir_eval reads."""
     tracks = {}
-    for n, labels in ((1, "C"), (2, "C"), (3, "C"), (4, "C:sus2")):
+    for n, labels in ((1, "C"), (2, "C"), (3, "C"), (4, "C:sus2"), (5, "C:notachord")):
         song = f"01_-_Please_Please_Me/0{n}_-_Song_{n}"
         files = {"audio": f"audio/{song}.wav", "chords": f"annotations/chordlab/The Beatles/{song}.lab",
                  "beat": f"annotations/beat/The Beatles/{song}.txt", "keys": f"annotations/keylab/The Beatles/{song}.lab",
@@ -176,7 +177,7 @@ def test_three_collections_into_one_dataset_with_bad_tracks_listed(homes, tmp_pa
                                     "billboard/0003": "mirdata:billboard@2.0",
                                     "guitarset/00_BN1-129-Eb_comp": "mirdata:guitarset@1.1.0"}
     counts = {s["label"]: (s["found"], s["prepared"], s["skipped"]) for s in info["sources"]}
-    assert counts == {"mirdata:beatles@1.2": (4, 2, {"checksum": 1, "missing audio": 1}),
+    assert counts == {"mirdata:beatles@1.2": (5, 2, {"bad annotation": 1, "checksum": 1, "missing audio": 1}),
                       "mirdata:billboard@2.0": (2, 1, {"checksum": 1}),
                       "mirdata:guitarset@1.1.0": (2, 1, {"left out": 1})}
     reasons = {os.path.basename(item["reason"].split(": ", 1)[0]): (item["kind"], item["reason"])
@@ -187,6 +188,10 @@ def test_three_collections_into_one_dataset_with_bad_tracks_listed(homes, tmp_pa
     assert f"is not the {corrupt_md5} in the source's index" in reasons["03_-_Song_3.wav"][1]
     assert "full.lab" in reasons and reasons["full.lab"][0] == "checksum"
     assert "McGill-Billboard/0035/full.lab: md5" in reasons["full.lab"][1]
+    staged = out / "mirdata" / "beatles-1.2" / "0105.lab"
+    assert reasons["05_-_Song_5.lab"] == (
+        "bad annotation", f"{homes['beatles'][0]}/annotations/chordlab/The Beatles/01_-_Please_Please_Me/05_-_Song_5.lab: "
+                          f"{staged}:1: malformed chord label 'C:notachord': not valid Harte syntax")
     assert reasons["00_BN1-129-Eb_solo_mic.wav"][0] == "left out"
     assert "solo excerpt" in reasons["00_BN1-129-Eb_solo_mic.wav"][1]
 
@@ -222,14 +227,15 @@ def test_cli_folder_plus_collection_and_own_rips(homes, tmp_path, capsys):
     assert prepare.main(args) == 0
     printed = capsys.readouterr().out
     assert f"  {folder.resolve()}: 1 found, 1 prepared, 0 skipped\n" in printed
-    assert "  mirdata:beatles@1.2: 4 found, 2 prepared, 2 skipped (checksum 1, missing audio 1)\n" in printed
+    assert ("  mirdata:beatles@1.2: 5 found, 2 prepared, 3 skipped (bad annotation 1, checksum 1, missing audio 1)\n"
+            in printed)
     info = json.loads((tmp_path / "records" / "mixed" / "dataset.json").read_text())
     assert info["song_sources"]["song"] == str(folder.resolve())
     assert info["source"] == f"{folder.resolve()} + mirdata:beatles@1.2"
     # Own rips never match the researchers' checksums: --no-audio-checksum takes them.
     assert prepare.main(["--mirdata", "beatles", "--data-home", str(home), "--index", str(index), "--out",
                          str(tmp_path / "rips"), "--workers", "1", "--no-progress", "--no-audio-checksum"]) == 0
-    assert "mirdata:beatles@1.2: 4 found, 3 prepared, 1 skipped (missing audio 1)" in capsys.readouterr().out
+    assert "mirdata:beatles@1.2: 5 found, 3 prepared, 2 skipped (bad annotation 1, missing audio 1)" in capsys.readouterr().out
 
 
 def test_cli_pairs_data_homes_with_collections(tmp_path, capsys):
@@ -279,7 +285,8 @@ def test_collection_in_two_jobs_plus_merge_equals_one_run(homes, tmp_path):
         assert merged[key] == single[key]
     assert [(s["label"], s["found"], s["prepared"], s["skipped"]) for s in merged["sources"]] == [
         (s["label"], s["found"], s["prepared"], s["skipped"]) for s in single["sources"]]
-    assert sorted(i["reason"] for i in merged["skipped"]) == sorted(i["reason"] for i in single["skipped"])
+    assert sorted(i["reason"].replace("/two/", "/out/") for i in merged["skipped"]) == sorted(
+        i["reason"].replace("/one/", "/out/") for i in single["skipped"])
 
 
 def test_official_split_keeps_a_manifests_splits_and_refuses_a_folder(tmp_path):
