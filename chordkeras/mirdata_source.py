@@ -207,7 +207,8 @@ def open_dataset(source: MirdataSource):
         raise MirdataError(f"mirdata knows no collection {source.name!r} (python -m chordkeras.prepare --list-mirdata)")
     try:
         with _quiet_mirdata_logging():
-            dataset = mirdata.initialize(source.name, data_home=source.data_home, version=source.version)
+            data_home = os.path.expanduser(source.data_home) if source.data_home else None
+            dataset = mirdata.initialize(source.name, data_home=data_home, version=source.version)
     except (ValueError, ImportError) as e:
         raise MirdataError(f"mirdata {source.name}: {e}") from None
     index_info = dataset._index_data
@@ -227,17 +228,20 @@ def open_dataset(source: MirdataSource):
                 f"version='{dataset.version}').download(partial_download=['index'])\"), or pass --index FILE"
             )
         expected = index_info.remote.checksum if index_info.remote else None
-        if expected is not None and md5(index_path) != expected:
+        actual = md5(index_path)
+        if expected is not None and actual != expected:
             raise MirdataError(
-                f"{index_path}: md5 {md5(index_path)} is not the {expected} mirdata publishes for {source.name} "
+                f"{index_path}: md5 {actual} is not the {expected} mirdata publishes for {source.name} "
                 f"{dataset.version}; pass --index {index_path} to use it anyway"
             )
     # mirdata reads its index lazily from `index_path`; pointing it at the local file keeps it offline.
     dataset.index_path = index_path
     try:
-        dataset._index
+        index = dataset._index
     except ValueError as e:  # json.JSONDecodeError
         raise MirdataError(f"{index_path}: not a readable mirdata index: {e}") from None
+    if not isinstance(index, dict) or not isinstance(index.get("tracks"), dict):
+        raise MirdataError(f"{index_path}: not a mirdata index of tracks (no 'tracks' object)")
     return dataset
 
 

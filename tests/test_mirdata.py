@@ -301,3 +301,23 @@ def test_official_split_keeps_a_manifests_splits_and_refuses_a_folder(tmp_path):
     assert {s: v["songs"] for s, v in info["splits"].items()} == {"train": 0, "valid": 1, "test": 2}
     with pytest.raises(ValueError, match="3 song\\(s\\) without a split of their own"):
         preparation.prepare_dataset(folder, tmp_path / "out2", FEATURES, config, progress=False)
+
+
+def test_an_index_that_is_not_one_is_refused_naming_it(tmp_path):
+    index = tmp_path / "index.json"
+    index.write_text('{"version": "1.2", "multitracks": {}}')
+    with pytest.raises(mirdata_source.MirdataError, match=r"index\.json: not a mirdata index of tracks"):
+        mirdata_source.open_dataset(mirdata_source.MirdataSource("beatles", str(tmp_path), index=str(index)))
+    index.write_text('{"version": ')
+    with pytest.raises(mirdata_source.MirdataError, match=r"index\.json: not a readable mirdata index"):
+        mirdata_source.open_dataset(mirdata_source.MirdataSource("beatles", str(tmp_path), index=str(index)))
+    with pytest.raises(mirdata_source.MirdataError, match="mirdata knows no collection 'beatle'"):
+        mirdata_source.open_dataset(mirdata_source.MirdataSource("beatle", str(tmp_path), index=str(index)))
+
+
+def test_worker_processes_check_audio_checksums_too(homes, tmp_path):
+    sources = _sources({"beatles": homes["beatles"]})
+    info = preparation.prepare_dataset(sources, tmp_path / "out", FEATURES, preparation.PrepareConfig(workers=2),
+                                       progress=False)
+    assert info["sources"][0]["skipped"] == {"bad annotation": 1, "checksum": 1, "missing audio": 1}
+    assert sorted(info["song_sources"]) == ["beatles/0101", "beatles/0104"]
