@@ -333,8 +333,12 @@ def _check_track(dataset, dialect: Dialect, track_id: str, entry: dict, audio: s
     """(kind, reason) for a track that cannot be used, else None after writing its Harte `.lab`."""
     if audio_rel is None:
         return "missing audio", f"{dataset.name} {track_id}: the index lists no {dialect.audio_key} file"
-    with _quiet_mirdata_logging():
-        track = dataset.track(track_id)
+    try:
+        with _quiet_mirdata_logging():
+            track = dataset.track(track_id)
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        # mirdata's Track reads paths from the index entry as it is built; an entry lacking one fails here.
+        return "bad index entry", f"{audio}: mirdata's {dataset.name} Track cannot be built from the index: {e!r}"
     if dialect.leave_out is not None:
         reason = dialect.leave_out(track)
         if reason is not None:

@@ -321,3 +321,23 @@ def test_worker_processes_check_audio_checksums_too(homes, tmp_path):
                                        progress=False)
     assert info["sources"][0]["skipped"] == {"bad annotation": 1, "checksum": 1, "missing audio": 1}
     assert sorted(info["song_sources"]) == ["beatles/0101", "beatles/0104"]
+
+
+def test_cli_lists_the_collections_with_chords(capsys):
+    assert prepare.main(["--list-mirdata"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "collections with chord annotations in mirdata (versions: default first):"
+    guitarset = next(line for line in lines if line.startswith("  guitarset "))
+    assert guitarset.split()[1:4] == ["1.1.0", "leadsheet_chords", "+"]
+    assert "audio_mic: the instructed chords" in guitarset
+    assert any(line.startswith("  beatles      1.2        chords + audio: Isophonics") for line in lines)
+
+
+def test_an_index_entry_mirdata_cannot_build_a_track_from_is_listed(tmp_path):
+    home = tmp_path / "beatles"
+    _audio(home / "audio/a.wav")
+    index = _write_index(home, "beatles", "1.2", {"0101": _entry(home, {"audio": "audio/a.wav"})})
+    inputs, _ = mirdata_source.find_inputs(mirdata_source.MirdataSource("beatles", str(home), index=str(index)),
+                                           tmp_path / "labels")
+    assert [(s.song_id, s.problem[0]) for s in inputs] == [("beatles/0101", "bad index entry")]
+    assert "KeyError('beat')" in inputs[0].problem[1]
