@@ -36,9 +36,15 @@ PLUCK, SINGER, ADDITIVE = "pluck", "singer", "additive"
 PLUCK_PROGRAMS = range(24, 40)          # guitars and basses
 BEND_RANGE = 2.0                        # semitones at full pitch-bend deflection (GM default)
 LEGATO_OVERLAP = 0.05                   # seconds two notes may overlap and still count as one voice
-# Output gain per voice, set so a part's RMS is near TimGM6mb's through midirenderer
-# for the same notes (measured with benchmarks/voices.py; see the README).
-VOICE_GAIN = {PLUCK: 0.1, SINGER: 0.1, ADDITIVE: 0.1}
+# Output gain in dB per voice and GM family (program // 8), set so that a part's RMS is
+# near what midirenderer gives with TimGM6mb for the same notes: printed by
+# `python benchmarks/voices.py` (see the README). Other families take the voice's median.
+GAIN_DB: dict[str, dict[int, float]] = {
+    PLUCK: {3: -15.7, 4: -14.6},
+    SINGER: {1: -30.0, 2: -33.2, 3: -34.7, 5: -31.6, 6: -33.5, 7: -35.1, 8: -34.0, 9: -32.4, 10: -31.6},
+    ADDITIVE: {0: -23.1, 1: -20.8, 2: -17.4, 5: -15.6, 6: -16.1, 7: -16.1, 8: -16.4, 9: -13.2, 10: -13.3,
+               11: -17.1, 12: -16.5, 13: -17.9, 14: -25.1, 15: -24.5},
+}
 
 # Adult male vowel formants F1-F3 in Hz (Peterson & Barney 1952); F4, F5 are added per speaker.
 VOWELS = {
@@ -67,6 +73,13 @@ def voice_for(instrument: pretty_midi.Instrument) -> str | None:
     if instrument.program in PLUCK_PROGRAMS:
         return PLUCK
     return ADDITIVE
+
+
+def voice_gain(voice: str, program: int) -> float:
+    """Linear output gain of `voice` standing in for GM `program` (from GAIN_DB)."""
+    table = GAIN_DB[voice]
+    default = float(np.median(list(table.values()))) if table else 0.0
+    return 10 ** (table.get(program // 8, default) / 20)
 
 
 def _monophonic(notes) -> bool:
@@ -112,7 +125,7 @@ def synthesise_parts(midi: pretty_midi.PrettyMIDI, rng: np.random.Generator, sam
         replaced.add(number)
         pan = _controller(original, 10, 64)
         out = by_pan.setdefault(pan, np.zeros(length, np.float32))
-        part = _Part.of(original, sample_rate)
+        part = _Part.of(original, sample_rate, voice_gain(voice, original.program))
         _RENDER[voice](part, rng, out)
         names.append(f"{voice}:{original.program}")
     kept.instruments = [inst for number, inst in enumerate(kept.instruments) if number not in replaced]
@@ -136,14 +149,14 @@ class _Part:
         self.start, self.stop, self.pitch, self.gain, self.sample_rate = start, stop, pitch, gain, sample_rate
 
     @classmethod
-    def of(cls, inst: pretty_midi.Instrument, sample_rate: int) -> "_Part":
+    def of(cls, inst: pretty_midi.Instrument, sample_rate: int, level: float = 1.0) -> "_Part":
         notes = sorted(inst.notes, key=lambda n: (n.start, n.pitch))
         bend = inst.pitch_bends[0].pitch / 8192 * BEND_RANGE if inst.pitch_bends else 0.0
         volume = (_controller(inst, 7, 100) / 127) ** 2
         start = np.array([int(round(n.start * sample_rate)) for n in notes])
         stop = np.maximum(np.array([int(round(n.end * sample_rate)) for n in notes]), start + 1)
         pitch = np.array([n.pitch for n in notes], float) + bend
-        gain = np.array([(n.velocity / 127) ** 2 for n in notes]) * volume
+        gain = np.array([(n.velocity / 127) ** 2 for n in notes]) * volume * level
         return cls(start, stop, pitch, gain, sample_rate)
 
 
@@ -166,8 +179,7 @@ def _peaking(freq: float, gain_db: float, q: float, sr: int) -> np.ndarray:
     return np.concatenate([b / a[0], a / a[0]])[None, :]
 
 
-def _place_notes(part: _Part, out: np.ndarray, waves: dict, offsets, envelope, release: np.ndarray,
-                 gain: float) -> None:
+def _place_notes(part: _Part, out: np.ndarray, waves: dict, offsets, envelope, release: np.ndarray) -> None:
     """Adds each note: its pitch's wave from `offsets[i]`, shaped by envelope(hold) and `release`."""
     n_release = len(release)
     for i in range(len(part.start)):
@@ -178,7 +190,7 @@ def _place_notes(part: _Part, out: np.ndarray, waves: dict, offsets, envelope, r
         wave = waves[part.pitch[i]][offsets[i]:offsets[i] + n]
         shape = envelope(hold)
         env = np.concatenate([shape, shape[-1] * release])[:n]
-        out[start:start + n] += np.float32(gain * part.gain[i]) * env * wave
+        out[start:start + n] += np.float32(part.gain[i]) * env * wave
 
 
 # --- plucked strings ---------------------------------------------------------------------------
@@ -243,8 +255,7 @@ def _render_pluck(part: _Part, rng: np.random.Generator, out: np.ndarray) -> Non
         wave = karplus_strong(x, max(period, 4.0), loop_gain, brightness, length)
         head = wave[: max(int(0.1 * sr), 1)]
         waves[pitch] = (wave / (np.sqrt(np.mean(head ** 2)) + 1e-12)).astype(np.float32)
-    _place_notes(part, out, waves, np.zeros(len(part.start), int), lambda hold: np.ones(hold, np.float32), release,
-                 VOICE_GAIN[PLUCK])
+    _place_notes(part, out, waves, np.zeros(len(part.start), int), lambda hold: np.ones(hold, np.float32), release)
 
     # Pick and string noise: a few milliseconds of band-passed noise on every onset.
     noise = scipy.signal.sosfilt(scipy.signal.butter(2, [min(1500, 0.2 * sr), min(7000, 0.45 * sr)], "bandpass",
@@ -255,7 +266,7 @@ def _render_pluck(part: _Part, rng: np.random.Generator, out: np.ndarray) -> Non
     offsets = rng.integers(0, len(noise) - n_click, len(part.start))
     for start, gain, offset in zip(part.start, part.gain, offsets):
         n = min(n_click, len(out) - start)
-        out[start:start + n] += np.float32(VOICE_GAIN[PLUCK] * noise_level * gain) * click_env[:n] * noise[offset:offset + n]
+        out[start:start + n] += np.float32(noise_level * gain) * click_env[:n] * noise[offset:offset + n]
 
 
 # --- additive / FM instruments -------------------------------------------------------------------
@@ -328,7 +339,7 @@ def _render_additive(part: _Part, rng: np.random.Generator, out: np.ndarray) -> 
         waves[pitch] = np.tile(loop, need // len(loop) + 1)
         sizes[pitch] = len(loop)
     offsets = [int(rng.integers(sizes[p])) for p in part.pitch]
-    _place_notes(part, out, waves, offsets, lambda hold: shape[:hold], release, VOICE_GAIN[ADDITIVE])
+    _place_notes(part, out, waves, offsets, lambda hold: shape[:hold], release)
 
 
 # --- the sung lead -------------------------------------------------------------------------------
@@ -390,7 +401,6 @@ def _render_singer(part: _Part, rng: np.random.Generator, out: np.ndarray, vibra
         edges = [min(f, 0.45 * sr) for f in band]
         consonant_sos[name] = scipy.signal.butter(2, edges[0] if kind == "highpass" else edges, kind, fs=sr, output="sos")
     n_release = int(release * sr)
-    gain = VOICE_GAIN[SINGER]
 
     for notes in _phrases(part, gap=int(0.1 * sr)):
         idx = np.array(notes)
@@ -469,7 +479,7 @@ def _render_singer(part: _Part, rng: np.random.Generator, out: np.ndarray, vibra
             burst = scipy.signal.sosfilt(consonant_sos[name], rng.standard_normal(length))
             level = rng.uniform(0.1, 0.4) * part.gain[idx[j]] / (np.std(burst) + 1e-12)
             voice[a:a + length] += level * burst * np.hanning(length)
-        out[begin:end] += (gain * voice).astype(np.float32)
+        out[begin:end] += voice.astype(np.float32)
 
 
 _RENDER = {PLUCK: _render_pluck, SINGER: _render_singer, ADDITIVE: _render_additive}
