@@ -35,6 +35,8 @@ from chordkeras.synth.arrange import LEAD_PROGRAMS
 PLUCK, SINGER, ADDITIVE = "pluck", "singer", "additive"
 PLUCK_PROGRAMS = range(24, 40)          # guitars and basses
 BEND_RANGE = 2.0                        # semitones at full pitch-bend deflection (GM default)
+CONTROL_HOP = 32                        # samples per step of the singer's pitch contour
+GLOTTAL_TABLE = 8192                    # samples per glottal-pulse period in the wavetable
 LEGATO_OVERLAP = 0.05                   # seconds two notes may overlap and still count as one voice
 # Output gain in dB per voice and GM family (program // 8), set so that a part's RMS is
 # near what midirenderer gives with TimGM6mb for the same notes: printed by
@@ -42,8 +44,8 @@ LEGATO_OVERLAP = 0.05                   # seconds two notes may overlap and stil
 GAIN_DB: dict[str, dict[int, float]] = {
     PLUCK: {3: -15.7, 4: -14.6},
     SINGER: {1: -30.0, 2: -33.2, 3: -34.7, 5: -31.6, 6: -33.5, 7: -35.1, 8: -34.0, 9: -32.4, 10: -31.6},
-    ADDITIVE: {0: -23.1, 1: -20.8, 2: -17.4, 5: -15.6, 6: -16.1, 7: -16.1, 8: -16.4, 9: -13.2, 10: -13.3,
-               11: -17.1, 12: -16.5, 13: -17.9, 14: -25.1, 15: -24.5},
+    ADDITIVE: {0: -25.8, 1: -26.3, 2: -19.5, 5: -18.5, 6: -18.5, 7: -19.9, 8: -18.9, 9: -16.7, 10: -15.9,
+               11: -19.7, 12: -19.0, 13: -23.2, 14: -28.7, 15: -28.3},
 }
 
 # Adult male vowel formants F1-F3 in Hz (Peterson & Barney 1952); F4, F5 are added per speaker.
@@ -129,13 +131,13 @@ def synthesise_parts(midi: pretty_midi.PrettyMIDI, rng: np.random.Generator, sam
         _RENDER[voice](part, rng, out)
         names.append(f"{voice}:{original.program}")
     kept.instruments = [inst for number, inst in enumerate(kept.instruments) if number not in replaced]
-    audio = np.zeros((2, length), np.float32)
+    audio = np.zeros((length, 2), np.float32)
     for pan, mono in by_pan.items():
         angle = pan / 127 * np.pi / 2
-        audio[0] += np.float32(math.cos(angle)) * mono
-        audio[1] += np.float32(math.sin(angle)) * mono
-    audio[:, np.abs(audio).max(0) < 1e-9] = 0.0      # constant-power pan leaves 6e-17 on the far side
-    return kept, np.ascontiguousarray(audio.T), names
+        for channel, gain in enumerate((math.cos(angle), math.sin(angle))):
+            if gain > 1e-9:                       # a hard pan leaves the other channel exactly silent
+                audio[:, channel] += np.float32(gain) * mono
+    return kept, audio, names
 
 
 def _controller(inst: pretty_midi.Instrument, number: int, default: int) -> int:
@@ -259,7 +261,7 @@ def _render_pluck(part: _Part, rng: np.random.Generator, out: np.ndarray) -> Non
 
     # Pick and string noise: a few milliseconds of band-passed noise on every onset.
     noise = scipy.signal.sosfilt(scipy.signal.butter(2, [min(1500, 0.2 * sr), min(7000, 0.45 * sr)], "bandpass",
-                                                     fs=sr, output="sos"), rng.standard_normal(sr // 4))
+                                                     fs=sr, output="sos"), rng.standard_normal(sr // 4, dtype=np.float32))
     noise = (noise / (np.std(noise) + 1e-12)).astype(np.float32)
     n_click = int(0.006 * sr)
     click_env = np.exp(-np.arange(n_click) / (0.0015 * sr)).astype(np.float32)
@@ -301,7 +303,7 @@ def _fm_amplitudes(ratio: int, index: float, partials: int) -> np.ndarray:
     return amps[1:]
 
 
-def _additive_loop(recipe: dict, f0: float, sr: int, loop_seconds: float = 0.5) -> np.ndarray:
+def _additive_loop(recipe: dict, f0: float, sr: int, loop_seconds: float = 0.3) -> np.ndarray:
     """One loop of a whole number of periods (exact length in samples), partials below 0.45 sr."""
     periods = max(1, int(round(f0 * loop_seconds)))
     size = int(round(periods * sr / f0))
@@ -329,8 +331,10 @@ def _render_additive(part: _Part, rng: np.random.Generator, out: np.ndarray) -> 
     sustain = rng.uniform(0.0, 0.3) if percussive else rng.uniform(0.5, 1.0)
     release_s = _log_uniform(rng, 0.05, 0.4)
     longest = int(np.max(part.stop - part.start))
-    t = np.arange(longest) / sr
-    shape = np.where(t < attack, t / attack, sustain + (1 - sustain) * np.exp(-(t - attack) / decay)).astype(np.float32)
+    t = np.arange(max(longest, sr)) / sr
+    shape = np.where(t < attack, t / attack, sustain + (1 - sustain) * np.exp(-(t - attack) / decay))
+    # Equal loudness over a one-second note whatever the envelope: a fast-decaying part starts louder.
+    shape = (shape / np.sqrt(np.mean(shape[:sr] ** 2))).astype(np.float32)
     release = np.linspace(1, 0, int(release_s * sr), dtype=np.float32) ** 2
     waves, sizes = {}, {}
     for pitch in np.unique(part.pitch):
@@ -344,9 +348,9 @@ def _render_additive(part: _Part, rng: np.random.Generator, out: np.ndarray) -> 
 
 # --- the sung lead -------------------------------------------------------------------------------
 
-def _glottal_table(open_quotient: float, tilt: float, harmonics: int, size: int = 2048) -> np.ndarray:
+def _glottal_table(open_quotient: float, tilt: float, harmonics: int, size: int = 8192) -> np.ndarray:
     """One period of the derivative of a Rosenberg glottal pulse, band-limited to `harmonics`."""
-    theta = np.arange(4096) / 4096
+    theta = np.arange(size) / size
     opening, closing = 0.6 * open_quotient, 0.4 * open_quotient
     flow = np.where(theta < opening, 0.5 * (1 - np.cos(np.pi * theta / opening)),
                     np.where(theta < open_quotient, np.cos(0.5 * np.pi * (theta - opening) / closing), 0.0))
@@ -356,8 +360,7 @@ def _glottal_table(open_quotient: float, tilt: float, harmonics: int, size: int 
     spectrum[0] = 0
     spectrum[min(harmonics, size // 2 - 1) + 1:] = 0
     table = np.fft.irfft(spectrum[: size // 2 + 1], size)
-    table /= np.sqrt(np.mean(table ** 2)) + 1e-12
-    return np.append(table, table[0])                               # guard point for interpolation
+    return (table / (np.sqrt(np.mean(table ** 2)) + 1e-12)).astype(np.float32)
 
 
 def _formant_sos(formants, bandwidths, sr: int) -> np.ndarray:
@@ -409,38 +412,38 @@ def _render_singer(part: _Part, rng: np.random.Generator, out: np.ndarray, vibra
         n = end - begin
         if n <= 0:
             continue
-        t = np.arange(n) / sr
         onsets = (start - begin) / sr
         offsets = (stop - begin) / sr
         pitch = part.pitch[idx]
 
-        # Pitch: hold each note, glide into it from the previous one, vibrato fading in after each onset.
+        # Pitch at a control rate (glides and vibrato are slow): hold each note, glide into it
+        # from the previous one, vibrato fading in after each onset.
+        t = np.arange(0, n + CONTROL_HOP, CONTROL_HOP) / sr
         glides = np.minimum(glide, 0.5 * (offsets - onsets))
         knots_t = np.concatenate([[0.0], np.column_stack([onsets[1:], onsets[1:] + glides[1:]]).ravel()])
         knots_p = np.concatenate([[pitch[0]], np.column_stack([pitch[:-1], pitch[1:]]).ravel()])
         semitones = np.interp(t, knots_t, knots_p)
-        current = np.searchsorted(onsets, t, side="right") - 1
-        since = t - onsets[current]
+        since = t - onsets[np.searchsorted(onsets, t, side="right") - 1]
         depth = vib_cents / 100 * np.clip((since - vib_delay) / 0.25, 0, 1)
         semitones += depth * np.sin(2 * np.pi * vib_rate * t + rng.uniform(0, 2 * np.pi))
         f0 = hertz(semitones)
-        phase = np.cumsum(f0 / sr) + rng.uniform()
-        frac = phase - np.floor(phase)
+        samples = np.arange(n, dtype=np.float64)
+        phase = np.cumsum(np.interp(samples, t * sr, f0 / sr)) + rng.uniform()
 
         harmonics = max(1, int(0.45 * sr / f0.max()))
         table = _glottal_table(open_quotient, tilt, harmonics)
-        pos = frac * (len(table) - 1)
-        i0 = pos.astype(np.int64)
-        source = table[i0] + (pos - i0) * (table[i0 + 1] - table[i0])
+        cycle = (phase * GLOTTAL_TABLE).astype(np.int64) % GLOTTAL_TABLE
+        source = table[cycle]
         # Breath: aspiration noise, louder while the glottis is open.
-        source += breath * 3 * rng.standard_normal(n) * np.where(frac < open_quotient, 1.0, 0.3)
+        noise = rng.standard_normal(n, dtype=np.float32)
+        source += np.float32(breath * 3) * noise * np.where(cycle < open_quotient * GLOTTAL_TABLE, 1.0, 0.3).astype(np.float32)
 
         # Amplitude: attack at the phrase start, each note's velocity, release after the last offset.
         amp_t = np.concatenate([[0.0], np.column_stack([onsets + attack * (np.arange(len(idx)) == 0) + 0.02,
                                                          offsets]).ravel(), [offsets[-1] + release]])
         amp_v = np.concatenate([[0.0], np.repeat(part.gain[idx], 2), [0.0]])
         amp_t = np.maximum.accumulate(amp_t)
-        source *= np.interp(t, amp_t, amp_v)
+        source *= np.interp(samples, amp_t * sr, amp_v).astype(np.float32)
 
         # Vowel per note; formants move over 30 ms at each onset (filter state carried across).
         names = [table_vowels[int(rng.integers(len(table_vowels)))] for _ in idx]
@@ -476,7 +479,7 @@ def _render_singer(part: _Part, rng: np.random.Generator, out: np.ndarray, vibra
             length = min(length, n - a, int(stop[j] - start[j]))
             if length <= 0:
                 continue
-            burst = scipy.signal.sosfilt(consonant_sos[name], rng.standard_normal(length))
+            burst = scipy.signal.sosfilt(consonant_sos[name], rng.standard_normal(length, dtype=np.float32))
             level = rng.uniform(0.1, 0.4) * part.gain[idx[j]] / (np.std(burst) + 1e-12)
             voice[a:a + length] += level * burst * np.hanning(length)
         out[begin:end] += voice.astype(np.float32)
