@@ -43,7 +43,7 @@ LEGATO_OVERLAP = 0.05                   # seconds two notes may overlap and stil
 # `python benchmarks/voices.py` (see the README). Other families take the voice's median.
 GAIN_DB: dict[str, dict[int, float]] = {
     PLUCK: {3: -15.7, 4: -14.6},
-    SINGER: {1: -30.0, 2: -33.2, 3: -34.7, 5: -31.6, 6: -33.5, 7: -35.1, 8: -34.0, 9: -32.4, 10: -31.6},
+    SINGER: {1: -29.3, 2: -32.5, 3: -34.1, 5: -30.9, 6: -32.8, 7: -34.5, 8: -33.2, 9: -31.2, 10: -31.1},
     ADDITIVE: {0: -25.8, 1: -26.3, 2: -19.5, 5: -18.5, 6: -18.5, 7: -19.9, 8: -18.9, 9: -16.7, 10: -15.9,
                11: -19.7, 12: -19.0, 13: -23.2, 14: -28.7, 15: -28.3},
 }
