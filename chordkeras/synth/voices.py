@@ -15,8 +15,9 @@ timbre per part:
 
 Only the first pitch bend (the arrangement's tuning), CC7 and CC10 of a part are
 honoured; note velocity and CC7 follow the SoundFont convention amplitude =
-(value/127)**2. Everything is vectorised: strings are computed a period at a time
-and each distinct pitch of a part is synthesised once, then reused for its notes.
+(value/127)**2; CC10 pans with a constant-power law. Everything is vectorised:
+strings are computed a period at a time and each distinct pitch of a part is
+synthesised once, then reused for its notes.
 """
 
 from __future__ import annotations
@@ -383,6 +384,7 @@ def _phrases(part: _Part, gap: int) -> list[range]:
 
 
 def _render_singer(part: _Part, rng: np.random.Generator, out: np.ndarray, vibrato: bool = True) -> None:
+    """Sings `part` into `out`; vibrato=False (to measure pitch) draws the same choices with zero depth."""
     sr = part.sample_rate
     speaker = rng.uniform(0.95, 1.25)                       # vocal-tract size: formants scale with it
     upper = (rng.uniform(3200, 3700), rng.uniform(3900, 4600))
