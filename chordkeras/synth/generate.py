@@ -23,7 +23,7 @@ from chordkeras import annotations
 from chordkeras.files import temporary_name, write_text_atomic
 from chordkeras.config import FeatureConfig
 from chordkeras.synth import arrange as arrange_lib
-from chordkeras.synth import harmony, recording, render
+from chordkeras.synth import harmony, recording, render, voices
 
 # Bump when a change alters the songs a given seed produces: a folder made by another
 # version is refused instead of being silently mixed.
@@ -31,6 +31,9 @@ GENERATOR_VERSION = 2
 MANIFEST_NAME = "manifest.csv"
 SETTINGS_NAME = "synth.json"
 AUDIO_FORMATS = ("flac", "wav")
+# Chance that a pitched part is played by a built-in voice rather than the SoundFont: about two
+# parts in five, so most songs mix both kinds of timbre.
+VOICE_PROBABILITY = 0.4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Song:
     labels: list[tuple[float, float, str]]      # (onset, offset, Harte label), covering the audio
     plan: harmony.SongPlan
     arrangement: arrange_lib.Arrangement
+    voices: tuple[str, ...] = ()                # parts played by built-in voices, e.g. ("singer:73",)
 
 
 def song_rng(seed: int, index: int) -> np.random.Generator:
@@ -53,7 +57,8 @@ def song_rng(seed: int, index: int) -> np.random.Generator:
 
 def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = None,
               sample_rate: int | None = None,
-              chain: recording.ChainRanges | None = recording.TRAINING_CHAIN) -> Song:
+              chain: recording.ChainRanges | None = recording.TRAINING_CHAIN,
+              voice_probability: float = VOICE_PROBABILITY) -> Song:
     """Plans, arranges, renders and masters one song.
 
     Args:
@@ -63,6 +68,8 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
         minutes_per_song: Target length; None draws 2-4 minutes per song.
         sample_rate: Output rate; defaults to FeatureConfig().sample_rate.
         chain: The recording chain's ranges (`render.master`); None renders a clean mix.
+        voice_probability: Chance that each pitched part is played by a built-in voice (plucked
+            string, singer, additive/FM; `chordkeras.synth.voices`) instead of the renderer.
 
     Returns:
         The Song; its audio lasts exactly as long as its labels.
@@ -74,16 +81,19 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
         raise ValueError(f"minutes_per_song must be positive, got {minutes_per_song}")
     plan = harmony.plan_song(rng, seconds)
     midi, arrangement = arrange_lib.arrange(plan, rng)
+    # Built-in voices render at the output rate and join the mix after the renderer's parts are
+    # resampled (and, for SoundFont parts, possibly formant-shifted).
+    midi, voiced, voice_names = voices.synthesise_parts(midi, rng, sample_rate, voice_probability)
     rate = renderer.sample_rate
     if renderer.name == render.SOUNDFONT_RENDERER and rng.random() < 0.4:
         midi, rate = render.formant_shifted(midi, int(rng.choice([-2, -1, 1, 2])), rate, sample_rate)
-    audio = render.master(renderer.render(midi), rate, sample_rate, rng, chain)
+    audio = render.master(renderer.render(midi), rate, sample_rate, rng, chain, voiced)
     samples = int(round(plan.duration * sample_rate))
     audio = np.pad(audio[:samples], (0, max(samples - len(audio), 0)))
     labels = plan.labels()
     end = samples / sample_rate
     labels[-1] = (labels[-1][0], end, labels[-1][2])
-    return Song(audio, sample_rate, labels, plan, arrangement)
+    return Song(audio, sample_rate, labels, plan, arrangement, tuple(voice_names))
 
 
 def song_names(index: int, audio_format: str) -> tuple[str, str]:

@@ -213,7 +213,8 @@ def _random_eq(rng: np.random.Generator, sr: int) -> np.ndarray:
 
 
 def master(audio: np.ndarray, rate: float, sample_rate: int, rng: np.random.Generator,
-           chain: "recording.ChainRanges | None" = recording.TRAINING_CHAIN) -> np.ndarray:
+           chain: "recording.ChainRanges | None" = recording.TRAINING_CHAIN,
+           extra: np.ndarray | None = None) -> np.ndarray:
     """Random mix-down and recording: per-stem EQ and level, mono, the recording chain, level.
 
     The arrangement pans every instrument hard left or right, so the two channels
@@ -226,6 +227,8 @@ def master(audio: np.ndarray, rate: float, sample_rate: int, rng: np.random.Gene
         rng: The song's generator (all random choices come from it).
         chain: Ranges of the recording chain (`recording.record`: room, dynamics, loudspeaker,
             noise, hum, crowd, tape, codec); None for a clean mix (no room, no noise).
+        extra: Optional float [samples, 2] stems at `sample_rate` (the built-in voices), added to
+            the renderer's stems before the mix-down.
 
     Returns:
         float32 [samples] mono at `sample_rate`, RMS -14 to -26 dBFS, peak below 1.
@@ -234,6 +237,13 @@ def master(audio: np.ndarray, rate: float, sample_rate: int, rng: np.random.Gene
     if rate != sample_rate:
         ratio = fractions.Fraction(sample_rate / rate).limit_denominator(2000)
         channels = scipy.signal.resample_poly(channels, ratio.numerator, ratio.denominator, axis=1)
+    if extra is not None:
+        extra = np.asarray(extra, np.float64).T
+        if len(channels) == 1:
+            extra = extra.sum(axis=0, keepdims=True)
+        length = max(channels.shape[1], extra.shape[1])
+        channels = np.pad(channels, ((0, 0), (0, length - channels.shape[1])))
+        channels += np.pad(extra, ((0, 0), (0, length - extra.shape[1])))
     sr = sample_rate
     gains = 10 ** (rng.uniform(-6, 6, len(channels)) / 20)
     mono = sum(gain * scipy.signal.sosfilt(_random_eq(rng, sr), channel) for gain, channel in zip(gains, channels))
