@@ -70,7 +70,8 @@ class DataConfig:
         eval_batch_size: Whole songs per validation/test batch.
         shift_min, shift_max: Pitch-shift augmentation range in semitones (inclusive).
         detune_bins: Random shift by up to +- this fraction of a bin (0.5 bin = 25 cents), interpolated.
-        gain_db: Random overall gain in +-dB applied to the stored magnitudes.
+        gain_db: Random overall gain in +-dB applied to the stored magnitudes. 0 by default: the
+            network's level normalisation (model.level_window_seconds) takes any gain out again.
         eq_db: Random spectral tilt in +-dB from the lowest to the highest bin.
         cache: Keep parsed songs in memory after the first epoch.
         shuffle_songs, shuffle_excerpts: Shuffle buffer sizes.
@@ -85,7 +86,7 @@ class DataConfig:
     shift_min: int = -5
     shift_max: int = 6
     detune_bins: float = 0.5
-    gain_db: float = 12.0
+    gain_db: float = 0.0
     eq_db: float = 6.0
     cache: bool = True
     shuffle_songs: int = 1024
