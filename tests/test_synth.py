@@ -406,3 +406,21 @@ def test_built_in_voices_change_the_timbre_not_the_labels(renderer):
     assert len(every.voices) == len([p for p in pitched if p is not None])
     assert every.labels == none.labels and len(every.audio) == len(none.audio)
     assert not np.allclose(every.audio, none.audio)
+
+
+def test_cli_clean_mixes_without_voices_are_the_clean_songs(tmp_path):
+    """--voices 0 --no-recording-chain writes make_song(chain=None, voice_probability=0) and says so in synth.json."""
+    import soundfile
+
+    from chordkeras.synth import cli
+
+    cli.main(["--out", str(tmp_path / "clean"), "--songs", "1", "--seed", "6", "--minutes-per-song", "0.1",
+              "--workers", "1", "--voices", "0", "--no-recording-chain", "--format", "wav"])
+    settings = json.loads((tmp_path / "clean" / "synth.json").read_text())
+    assert settings["voice_probability"] == 0.0 and settings["recording_chain"] is False
+    song = generate.make_song(6, 0, render.load_renderer(), 0.1, chain=None, voice_probability=0.0)
+    written, rate = soundfile.read(tmp_path / "clean" / "song_00000.wav", dtype="float32")
+    assert rate == 22050
+    np.testing.assert_allclose(written, song.audio, atol=1 / 32768)   # 16-bit PCM
+    with pytest.raises(ValueError, match="voice_probability"):
+        generate.generate_songs(tmp_path / "bad", 1, seed=6, voice_probability=1.5)

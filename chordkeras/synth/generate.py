@@ -142,7 +142,8 @@ def _work(task: tuple[str, int]) -> int:
     s = _WORKER["settings"]
     renderers = _WORKER["renderers"]
     renderer = renderers[soundfont_index(s["seed"], index, len(renderers))]
-    song = make_song(s["seed"], index, renderer, s["minutes_per_song"], s["sample_rate"])
+    chain = recording.TRAINING_CHAIN if s["recording_chain"] else None
+    song = make_song(s["seed"], index, renderer, s["minutes_per_song"], s["sample_rate"], chain, s["voice_probability"])
     write_song(song, Path(out_dir), index, s["audio_format"])
     return index
 
@@ -168,12 +169,14 @@ def _main_module_hidden():
             setattr(main, name, value)
 
 
-def _settings(seed, minutes_per_song, audio_format, renderers, sample_rate) -> dict:
+def _settings(seed, minutes_per_song, audio_format, renderers, sample_rate, voice_probability, recording_chain) -> dict:
     fonts = [Path(r.soundfont) for r in renderers if r.soundfont is not None]
     return {
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "minutes_per_song": None if minutes_per_song is None else float(minutes_per_song),
+        "voice_probability": float(voice_probability),
+        "recording_chain": bool(recording_chain),
         "audio_format": audio_format,
         "sample_rate": int(sample_rate),
         "renderer": renderers[0].name,
@@ -184,7 +187,8 @@ def _settings(seed, minutes_per_song, audio_format, renderers, sample_rate) -> d
 def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
                    soundfont: os.PathLike | str | Sequence[os.PathLike | str] | None = None,
                    minutes_per_song: float | None = None, workers: int | None = None,
-                   audio_format: str = "flac") -> Path:
+                   audio_format: str = "flac", voice_probability: float = VOICE_PROBABILITY,
+                   recording_chain: bool = True) -> Path:
     """Generates `num_songs` songs (audio + .lab) and a manifest CSV into `out_dir`.
 
     Deterministic for (seed, song index, settings). Songs whose audio and .lab both
@@ -200,6 +204,8 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
         minutes_per_song: Length of every song; None draws 2-4 minutes per song.
         workers: Processes; None uses every available core.
         audio_format: "flac" or "wav".
+        voice_probability: Chance that a pitched part is played by a built-in voice (`make_song`).
+        recording_chain: Whether songs go through the randomised recording chain (else clean mixes).
 
     Returns:
         Path of `manifest.csv` (columns audio,annotation, paths relative to `out_dir`).
@@ -220,7 +226,10 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
         raise ValueError("soundfont is an empty list; pass None for the default SoundFont")
     renderers = [render.load_renderer(font) for font in fonts]
     sample_rate = FeatureConfig().sample_rate
-    settings = _settings(seed, minutes_per_song, audio_format, renderers, sample_rate)
+    if not 0.0 <= voice_probability <= 1.0:
+        raise ValueError(f"voice_probability must be in [0, 1], got {voice_probability}")
+    settings = _settings(seed, minutes_per_song, audio_format, renderers, sample_rate, voice_probability,
+                         recording_chain)
     settings_path = out_dir / SETTINGS_NAME
     if settings_path.exists():
         previous = json.loads(settings_path.read_text())
