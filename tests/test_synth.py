@@ -424,3 +424,34 @@ def test_cli_clean_mixes_without_voices_are_the_clean_songs(tmp_path):
     np.testing.assert_allclose(written, song.audio, atol=1 / 32768)   # 16-bit PCM
     with pytest.raises(ValueError, match="voice_probability"):
         generate.generate_songs(tmp_path / "bad", 1, seed=6, voice_probability=1.5)
+
+
+def _without_program(source, target, program: int):
+    """A copy of a SoundFont whose bank-0 preset `program` is moved to bank 7 (so GM lacks it)."""
+    data = bytearray(source.read_bytes())
+    at = data.find(b"phdr")
+    size = struct.unpack_from("<I", data, at + 4)[0]
+    for offset in range(at + 8, at + 8 + size - 38, 38):
+        preset, bank = struct.unpack_from("<HH", data, offset + 20)
+        if (bank, preset) == (0, program):
+            struct.pack_into("<H", data, offset + 22, 7)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_parts_on_programs_the_font_lacks_go_to_the_built_in_voices(tmp_path):
+    assert soundfont.presets(render.default_soundfont()) >= {(0, p) for p in range(128)} | {(128, 0)}
+    font = _without_program(render.default_soundfont(), tmp_path / "no-piano.sf2", 0)
+    assert (0, 0) not in soundfont.presets(font) and (7, 0) in soundfont.presets(font)
+    with pytest.warns(RuntimeWarning, match="lacks 1 of the 128 General MIDI programs"):
+        lacking = render.SoundFontRenderer(font)
+    assert lacking.programs == frozenset(range(1, 128))
+    songs = [(i, generate.make_song(8, i, lacking, 0.1, voice_probability=0.0)) for i in range(12)]
+    with_piano = [(i, s) for i, s in songs if any(program == 0 for program, _ in s.arrangement.harmony)]
+    assert with_piano, "no song drew a piano part"
+    for i, song in with_piano:
+        assert "additive:0" in song.voices
+    assert all(v.endswith(":0") for _, s in songs for v in s.voices)
+    (tmp_path / "x.sf2").write_bytes(b"RIFF\0\0\0\0WAVEfmt ")
+    with pytest.raises(ValueError, match="not a SoundFont"):
+        soundfont.presets(tmp_path / "x.sf2")

@@ -83,7 +83,8 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
     midi, arrangement = arrange_lib.arrange(plan, rng)
     # Built-in voices render at the output rate and join the mix after the renderer's parts are
     # resampled (and, for SoundFont parts, possibly formant-shifted).
-    midi, voiced, voice_names = voices.synthesise_parts(midi, rng, sample_rate, voice_probability)
+    lacking = frozenset(range(128)) - getattr(renderer, "programs", frozenset(range(128)))
+    midi, voiced, voice_names = voices.synthesise_parts(midi, rng, sample_rate, voice_probability, lacking)
     rate = renderer.sample_rate
     if renderer.name == render.SOUNDFONT_RENDERER and rng.random() < 0.4:
         midi, rate = render.formant_shifted(midi, int(rng.choice([-2, -1, 1, 2])), rate, sample_rate)

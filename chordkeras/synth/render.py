@@ -56,6 +56,13 @@ class SoundFontRenderer:
             raise FileNotFoundError(f"SoundFont not found: {self.soundfont}")
         self._render = midirenderer.render_wave_from
         self._bytes = soundfont_files.as_sf2(self.soundfont).read_bytes()
+        # midirenderer plays a missing preset with another one without a word: the generator gives
+        # parts on the General MIDI programs this font lacks to the built-in voices instead.
+        self.programs = frozenset(program for bank, program in soundfont_files.presets(self.soundfont) if bank == 0)
+        missing = 128 - len(self.programs)
+        if missing:
+            warnings.warn(f"{self.soundfont.name} lacks {missing} of the 128 General MIDI programs; parts on them "
+                          "are played by the built-in voices", RuntimeWarning, stacklevel=2)
 
     def render(self, midi: pretty_midi.PrettyMIDI) -> np.ndarray:
         """Returns float32 [samples, 2] at `sample_rate`, ending at the MIDI's last event."""

@@ -99,7 +99,8 @@ def end_time(midi: pretty_midi.PrettyMIDI) -> float:
 
 
 def synthesise_parts(midi: pretty_midi.PrettyMIDI, rng: np.random.Generator, sample_rate: int,
-                     probability: float = 0.5) -> tuple[pretty_midi.PrettyMIDI, np.ndarray, list[str]]:
+                     probability: float = 0.5, always: frozenset[int] = frozenset()
+                     ) -> tuple[pretty_midi.PrettyMIDI, np.ndarray, list[str]]:
     """Draws which pitched parts are played by built-in voices instead of the SoundFont.
 
     Args:
@@ -107,6 +108,7 @@ def synthesise_parts(midi: pretty_midi.PrettyMIDI, rng: np.random.Generator, sam
         rng: The song's generator; every choice is drawn from it.
         sample_rate: Output rate in Hz.
         probability: Chance that each pitched part is replaced.
+        always: GM programs whose parts are replaced whatever the draw (e.g. those the SoundFont lacks).
 
     Returns:
         (a deep copy of `midi` without the replaced instruments, float32 [samples, 2]
@@ -123,7 +125,7 @@ def synthesise_parts(midi: pretty_midi.PrettyMIDI, rng: np.random.Generator, sam
     names = []
     for number, original in enumerate(midi.instruments):
         voice = voice_for(original)
-        if voice is None or rng.random() >= probability:
+        if voice is None or (rng.random() >= probability and original.program not in always):
             continue
         replaced.add(number)
         pan = _controller(original, 10, 64)
