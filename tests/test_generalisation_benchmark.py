@@ -1,23 +1,17 @@
 """benchmarks/generalisation.py end to end on one short song, with two SoundFonts made from TimGM6mb."""
 
-import importlib.util
 import json
 import pathlib
 import struct
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from helpers_benchmarks import load_benchmark
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("generalisation", ROOT / "benchmarks" / "generalisation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module     # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("generalisation")
 
 
 def _brighter_copy(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
