@@ -6,7 +6,7 @@ noise, no codec -- then applies one condition at a time, each outside the ranges
 recording chain (`chordkeras.synth.recording.TRAINING_CHAIN`) or of a kind it never applies:
 playback levels down to a peak of -60 dBFS (in float and as a quiet 16-bit file), a hall and a tiny
 booth, MP3 at 32 and 16 kb/s and Vorbis at its lowest quality, a telephone band, white noise at
-10 dB SNR, a crowd at 5 dB, mains hum at 15 dB, hard clipping driven 18 dB. The same songs are also
+10 dB SNR, a crowd at 5 dB, mains hum at 5 dB, hard clipping driven 18 dB. The same songs are also
 played with every pitched part by the built-in voices (plucked strings, singer, additive; training
 songs have about two parts in five so) and, when given, with SoundFonts the project does not ship
 (`--soundfont`) and a folder of recorded single notes of a real instrument (`--samples`, e.g. the
@@ -115,7 +115,7 @@ CONDITIONS = (
     Condition("peak -40 dBFS", "level", _peak(-40)),
     Condition("peak -60 dBFS", "level", _peak(-60)),
     Condition("peak -40 dBFS, 16-bit", "level", _peak(-40, bits=16)),
-    Condition("hall, RT60 2.5 s", "room", _room(2.5, 40.0)),           # training: RT60 0.15-1.6 s, 3-30 m
+    Condition("hall, RT60 3.5 s", "room", _room(3.5, 60.0)),           # training: RT60 0.15-2.5 s, 3-40 m
     Condition("booth, RT60 0.1 s", "room", _room(0.1, 2.0)),
     Condition("MP3 32 kb/s", "codec", _codec("mp3_32")),                # training: MP3 64-160, Vorbis q5-q9
     Condition("MP3 16 kb/s", "codec", _codec("mp3_16")),
@@ -123,7 +123,7 @@ CONDITIONS = (
     Condition("telephone 300-3400 Hz", "band", _telephone),            # training: speakers from 3.5 kHz up
     Condition("white noise 10 dB SNR", "noise", _noise("white", 10.0)),  # training: 20-65 dB
     Condition("crowd 5 dB SNR", "noise", _noise("crowd", 5.0)),          # training: 12-35 dB
-    Condition("hum 15 dB SNR", "noise", _noise("hum", 15.0)),            # training: 25-55 dB
+    Condition("hum 5 dB SNR", "noise", _noise("hum", 5.0)),              # training: 10-50 dB
     Condition("hard clipping +18 dB", "dynamics", _clipping(18.0)),      # training: up to +12 dB
 )
 

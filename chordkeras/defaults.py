@@ -13,7 +13,7 @@ import sys
 from chordkeras import preparation, records
 from chordkeras.config import FeatureConfig
 
-DEFAULT_SONGS = 300
+DEFAULT_SONGS = 400
 DEFAULT_SEED = 2024
 # Short songs: as many chord changes per minute as full-length ones, and more songs (keys, tempos,
 # instruments, mixes) for the same rendering time, which is what the 15-minute budget of the
