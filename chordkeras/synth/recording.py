@@ -64,11 +64,11 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
-def biquad(kind: str, freq: float, gain_db: float, sr: int) -> np.ndarray:
-    """RBJ-cookbook biquad as one SOS row: kind "low"/"high" shelf or "peak", Q 0.707."""
+def biquad(kind: str, freq: float, gain_db: float, sr: int, q: float = 0.707) -> np.ndarray:
+    """RBJ-cookbook biquad as one SOS row: kind "low"/"high" shelf or "peak"."""
     a_gain = 10 ** (gain_db / 40)
     w0 = 2 * np.pi * freq / sr
-    cos, alpha = np.cos(w0), np.sin(w0) / 2 / 0.707
+    cos, alpha = np.cos(w0), np.sin(w0) / 2 / q
     if kind == "peak":
         b = [1 + alpha * a_gain, -2 * cos, 1 - alpha * a_gain]
         a = [1 + alpha / a_gain, -2 * cos, 1 - alpha / a_gain]
