@@ -139,14 +139,14 @@ def training_data(card: dict) -> dict:
 
 def render_and_prepare(font: Font, args, features, progress: bool) -> None:
     """Renders the held-out songs with one font and prepares them as a test-only dataset (both resume)."""
-    from chordkeras import preparation, records, synth
+    from chordkeras import files, preparation, records, synth
 
     recipe = {"songs": args.songs, "seed": args.seed, "minutes_per_song": args.minutes_per_song,
               "soundfont": font.path.name, "soundfont_bytes": font.path.stat().st_size,
               "features": dataclasses.asdict(features)}
     recipe_path = font.records / "generalisation_recipe.json"
     if recipe_path.exists():
-        previous = records.read_json(recipe_path)
+        previous = files.read_json(recipe_path)
         changed = sorted(k for k in recipe if previous.get(k) != recipe[k])
         if set(changed) - {"songs"}:
             raise ValueError(f"{font.records} holds songs made with other settings ({', '.join(changed)}); "
@@ -158,7 +158,7 @@ def render_and_prepare(font: Font, args, features, progress: bool) -> None:
                           font.records / records.DATASET_INFO]:
                 stale.unlink(missing_ok=True)
     font.records.mkdir(parents=True, exist_ok=True)
-    records.write_json_atomic(recipe_path, recipe)
+    files.write_json_atomic(recipe_path, recipe)
     manifest = synth.generate_songs(font.records / "audio", args.songs, args.seed, soundfont=font.path,
                                     minutes_per_song=args.minutes_per_song, workers=args.workers)
     if not (font.records / records.DATASET_INFO).exists():
@@ -179,7 +179,7 @@ def check_same_songs(fonts: list[Font], num_songs: int, features) -> dict:
     Raises:
         ValueError: a song is missing from a font or its labels differ between fonts.
     """
-    from chordkeras import evaluate
+    from chordkeras import records
 
     from chordkeras.synth.generate import song_names
 
@@ -194,7 +194,7 @@ def check_same_songs(fonts: list[Font], num_songs: int, features) -> dict:
     bins = np.arange(features.n_bins)
     hz = features.fmin * 2.0 ** (bins / features.bins_per_octave)
     for font in fonts:
-        songs = {s["song_id"]: s for s in evaluate.record_songs(font.records, "test")}
+        songs = {s["song_id"]: s for s in records.read_songs(font.records, "test")}
         these = {k: (s["chord"], s["root"], s["bass"]) for k, s in songs.items()}
         if labels is None:
             labels = these
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
     args = _parse(argv)
     started = time.perf_counter()
     seconds = {}
-    from chordkeras import evaluate, records
+    from chordkeras import files, inference, scoring
     from chordkeras.config import feature_config_from_dict
 
     try:
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
         tick = time.perf_counter()
         model_path = pathlib.Path(args.model) if args.model else _default_model(pathlib.Path(args.run_dir))
         seconds["train"] = time.perf_counter() - tick
-        card = records.read_json(model_path / "model_card.json")
+        card = files.read_json(model_path / "model_card.json")
         features = feature_config_from_dict(card["features"])
         trained_on = training_data(card)
         if trained_on.get("seed") == args.seed:
@@ -290,9 +290,9 @@ def main(argv=None) -> int:
         tick = time.perf_counter()
         rows = []
         for font in fonts:
-            results = evaluate.evaluate_model_on_records(model_path, font.records, "test",
+            results = inference.evaluate_model_on_records(model_path, font.records, "test",
                                                          progress=not args.no_progress)
-            json_path, _ = evaluate.write_results(results, out / font.key)
+            json_path, _ = scoring.write_results(results, out / font.key)
             rows.append({
                 "soundfont": font.path.name, "key": font.key, "path": str(font.path), "records": str(font.records),
                 "songs": results["num_songs"], "hours": results["total_duration"] / 3600,
@@ -327,7 +327,8 @@ def main(argv=None) -> int:
         d = row["song_majmin_drop_points"]
         print(f"{row['soundfont']}: per-song majmin drop median {d['median']:+.2f}, max {d['max']:+.2f} points, "
               f"{d['songs_over_10']} of {row['songs']} songs lose more than 10")
-    evaluate.write_text_atomic(out / "generalisation.json", json.dumps(summary, indent=2, default=float) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    files.write_text_atomic(out / "generalisation.json", json.dumps(summary, indent=2, default=float) + "\n")
     print(f"\n{seconds['total']:.0f} s (render+prepare {seconds['render_and_prepare']:.0f} s, evaluate "
           f"{seconds['evaluate']:.0f} s); wrote {out / 'generalisation.json'}")
     return 0

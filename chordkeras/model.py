@@ -35,14 +35,12 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from chordkeras import vocab
+from chordkeras import devices, vocab
 from chordkeras.config import RunConfig
 
 ARCHITECTURES = ("crnn", "transformer")
 # How a conv block halves (or divides by its pool factor) the frequency axis; see ConvBlock.
 DOWNSAMPLING = ("stride", "max_pool")
-PRECISIONS = ("auto", "off", "float32", "mixed_float16", "mixed_bfloat16")
-DEVICE_KINDS = ("cpu", "cuda", "metal")
 # Output name -> number of logits (the chord head's size comes from the vocabulary).
 AUX_HEADS = {"root": 13, "bass": 13, "pitches": 12}
 OUTPUT_NAMES = ("chord", "root", "bass", "pitches")
@@ -482,18 +480,29 @@ def _heads(h, frame_mask, num_chord_classes: int) -> dict[str, Any]:
     return {name: outputs[name] for name in OUTPUT_NAMES}
 
 
-def build_model(config: RunConfig, class_weights: np.ndarray | Sequence[float] | None = None) -> "ChordModel":
+def build_model(config: RunConfig, class_weights: np.ndarray | Sequence[float] | None = None,
+                precision: str | None = None) -> "ChordModel":
     """Builds the chord network named by `config.model.architecture` (not compiled).
 
     Args:
         config: Run configuration; reads `model`, `features.n_bins`, `data.vocabulary` and the
             loss settings of `train` (loss_weights, label_smoothing).
         class_weights: Optional per-class weights of the chord loss, length num_classes.
+        precision: Keras dtype policy of the layers ('float32', 'mixed_float16', 'mixed_bfloat16');
+            default: Keras's global policy (the one `devices.set_precision` sets for a run). The
+            global policy is the same afterwards.
 
     Returns:
         A ChordModel: spectrogram float32 [batch, frames, n_bins] -> dict of float32 logits
         chord [B, T, num_classes], root [B, T, 13], bass [B, T, 13], pitches [B, T, 12].
     """
+    if precision is None:
+        precision = keras.mixed_precision.global_policy().name
+    with devices.dtype_policy(precision):
+        return _build_model(config, class_weights, precision)
+
+
+def _build_model(config: RunConfig, class_weights, precision: str) -> "ChordModel":
     model = config.model
     if model.architecture not in ARCHITECTURES:
         raise ValueError(f"unknown model.architecture {model.architecture!r}; choose from {ARCHITECTURES}")
@@ -504,7 +513,7 @@ def build_model(config: RunConfig, class_weights: np.ndarray | Sequence[float] |
         h = _front_end(spectrogram, frame_mask, config, model.embedding_dim)
         # Under mixed_bfloat16 (the CPU policy) the GRUs stay in float32: TF's CPU recurrent loop
         # runs its gates as many small ops, which are 1.4x slower in bfloat16 than in float32.
-        rnn_dtype = "float32" if keras.mixed_precision.global_policy().name == "mixed_bfloat16" else None
+        rnn_dtype = "float32" if precision == "mixed_bfloat16" else None
         for i in range(model.rnn_layers):
             gru = layers.GRU(model.rnn_units, return_sequences=True, dtype=rnn_dtype)
             h = layers.Bidirectional(gru, name=f"bigru_{i}", dtype=rnn_dtype)(h, mask=frame_mask)
@@ -702,7 +711,7 @@ class ChordModel(keras.Model):
 
 
 # --------------------------------------------------------------------------------------------
-# Optimiser and precision
+# Optimiser
 
 
 def compile_model(model: keras.Model, config: RunConfig, steps_per_epoch: int) -> keras.Model:
@@ -725,47 +734,3 @@ def compile_model(model: keras.Model, config: RunConfig, steps_per_epoch: int) -
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     model.compile(optimizer=optimizer, jit_compile=train.jit_compile, steps_per_execution=train.steps_per_execution)
     return model
-
-
-def cpu_supports_bfloat16() -> bool:
-    """Whether this x86 CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(policy: str, device_kind: str) -> str:
-    """The Keras dtype policy name for a `train.mixed_precision` value on a device kind.
-
-    'auto': CUDA -> mixed_float16 (tensor cores); CPU with AVX512_BF16/AMX -> mixed_bfloat16
-    (faster for the default model, see benchmarks/model_speed.py), other CPUs -> float32;
-    Metal -> float32 (tensorflow-metal's float16 kernels do not cover the recurrent layers
-    reliably, and its speed-up on these small models is not worth the risk). 'off' -> float32.
-    """
-    if policy not in PRECISIONS:
-        raise ValueError(f"unknown mixed_precision {policy!r}; choose from {PRECISIONS}")
-    if device_kind not in DEVICE_KINDS:
-        raise ValueError(f"unknown device kind {device_kind!r}; choose from {DEVICE_KINDS}")
-    if policy in ("off", "float32"):
-        return "float32"
-    if policy != "auto":
-        return policy
-    if device_kind == "cuda":
-        return "mixed_float16"
-    if device_kind == "cpu" and cpu_supports_bfloat16():
-        return "mixed_bfloat16"
-    return "float32"
-
-
-def set_precision(policy: str, device_kind: str) -> str:
-    """Resolves `policy` for the device (see `resolve_precision`) and sets Keras's global policy.
-
-    Returns:
-        The policy name set ('float32', 'mixed_float16' or 'mixed_bfloat16').
-    """
-    name = resolve_precision(policy, device_kind)
-    keras.mixed_precision.set_global_policy(name)
-    return name

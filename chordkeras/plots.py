@@ -11,7 +11,6 @@ import csv
 import math
 import os
 import pathlib
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -23,6 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from chordkeras import files  # noqa: E402
 from chordkeras.config import FeatureConfig  # noqa: E402
 
 DPI = 100
@@ -151,14 +151,9 @@ def _note_ticks(features: FeatureConfig, n_bins: int) -> tuple[list[float], list
 def _save_atomic(fig, out_png: str | os.PathLike) -> pathlib.Path:
     out_png = pathlib.Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_png.stem}.", suffix=".png", dir=out_png.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, out_png)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+        with files.atomic_output(out_png) as tmp:
+            fig.savefig(tmp, dpi=DPI, format="png")
     finally:
         plt.close(fig)
     return out_png

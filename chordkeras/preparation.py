@@ -24,12 +24,13 @@ import time
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+import tensorflow as tf
 
+from chordkeras import __version__, annotations, audio, files, records, vocab
 from chordkeras import config as config_lib
+from chordkeras import features as features_lib
+from chordkeras.audio import AUDIO_EXTENSIONS
 from chordkeras.config import FeatureConfig
-from chordkeras import records
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 ANNOTATION_EXTENSIONS = (".lab", ".jams")
 # An annotation may run past the end of the audio by this much (rounding in label files).
 END_TOLERANCE_SECONDS = 0.5
@@ -207,8 +208,6 @@ def prepare_song(song: SongInput, features: FeatureConfig) -> tuple[bytes, dict[
     Raises:
         SongError: naming the file and the problem (the caller skips and lists the song).
     """
-    from chordkeras import annotations, audio, vocab
-
     for path in (song.audio, song.annotation):
         if path is not None and not _is_utf8(path):
             raise SongError(f"{_printable(path)}: file name is not valid UTF-8")
@@ -248,10 +247,6 @@ def prepare_song(song: SongInput, features: FeatureConfig) -> tuple[bytes, dict[
 @functools.lru_cache(maxsize=4)
 def _spectrogram_fn(features: FeatureConfig):
     """One traced graph per feature config: songs of any length reuse it without retracing."""
-    import tensorflow as tf
-
-    from chordkeras import features as features_lib
-
     return tf.function(
         lambda samples: features_lib.log_spectrogram(samples, features),
         input_signature=[tf.TensorSpec([None], tf.float32)],
@@ -264,23 +259,15 @@ def _prepare_song_or_error(args: tuple[SongInput, FeatureConfig]) -> tuple[SongI
         example, stats = prepare_song(song, features)
     except SongError as e:
         return song, None, str(e)
-    except (ValueError, OSError, RuntimeError, _tf_errors().OpError) as e:
+    except (ValueError, OSError, RuntimeError, tf.errors.OpError) as e:
         # A decoder or file-system failure on one song must not end the run: it is listed. Programming
         # errors (TypeError, ImportError, ...) still stop the run, rather than skip every song.
         return song, None, f"{_printable(song.audio)}: {type(e).__name__}: {e}"
     return song, example, stats
 
 
-def _tf_errors():
-    import tensorflow as tf
-
-    return tf.errors
-
-
 def _worker_init() -> None:
     # Each worker computes one song at a time; TF's own thread pools would only fight each other.
-    import tensorflow as tf
-
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
@@ -296,26 +283,24 @@ def _map_songs(songs: list[SongInput], features: FeatureConfig, workers: int) ->
 
 
 def _write_shard(folder: pathlib.Path, plan: _ShardPlan, results: Iterable[tuple], meta: dict) -> dict:
-    import tensorflow as tf
-
-    tmp = folder / f".{plan.name}.incomplete"
     summary = {"shard": plan.name, "split": plan.split, "songs": [], "seconds": 0.0, "frames": 0,
                "histogram": {}, "skipped": [], **meta}
     histogram = collections.Counter()
-    with tf.io.TFRecordWriter(str(tmp)) as writer:
-        for song, example, info in results:
-            if example is None:
-                summary["skipped"].append({"input": _printable(song.audio), "reason": info})
-                continue
-            writer.write(example)
-            summary["songs"].append(song.song_id)
-            summary["seconds"] += info["seconds"]
-            summary["frames"] += info["frames"]
-            histogram.update(info["histogram"])
-    summary["histogram"] = dict(sorted(histogram.items()))
-    # Summary first, shard last: a shard file under its final name is always complete.
-    records.write_json_atomic(folder / f"{plan.name}.json", summary)
-    os.replace(tmp, folder / plan.name)
+    # The shard is written under a fixed temporary name (a killed run's leftover is overwritten)
+    # and renamed last, after its summary: a shard file under its final name is always complete.
+    with files.atomic_output(folder / plan.name, temporary=folder / f".{plan.name}.incomplete") as tmp:
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
+            for song, example, info in results:
+                if example is None:
+                    summary["skipped"].append({"input": _printable(song.audio), "reason": info})
+                    continue
+                writer.write(example)
+                summary["songs"].append(song.song_id)
+                summary["seconds"] += info["seconds"]
+                summary["frames"] += info["frames"]
+                histogram.update(info["histogram"])
+        summary["histogram"] = dict(sorted(histogram.items()))
+        files.write_json_atomic(folder / f"{plan.name}.json", summary)
     return summary
 
 
@@ -382,7 +367,7 @@ def prepare_dataset(
 
 def _check_existing(out: pathlib.Path, features: dict) -> None:
     for summary_path in sorted(out.glob("*.tfrecord.json"))[:1]:
-        existing = records.read_json(summary_path)["features"]
+        existing = files.read_json(summary_path)["features"]
         if existing != features:
             raise ValueError(
                 f"{out}: already holds shards prepared with other features ({summary_path.name}); "
@@ -393,7 +378,7 @@ def _check_existing(out: pathlib.Path, features: dict) -> None:
 def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
     """Writes `dataset.json` from the shard summaries; refuses while shards are missing."""
     out = pathlib.Path(out_dir)
-    summaries = [records.read_json(p) for p in sorted(out.glob("*.tfrecord.json"))]
+    summaries = [files.read_json(p) for p in sorted(out.glob("*.tfrecord.json"))]
     if not summaries:
         raise ValueError(f"{out}: no shard summaries (*.tfrecord.json); nothing was prepared here")
     missing = [s["shard"] for s in summaries if not (out / s["shard"]).exists()]
@@ -433,23 +418,15 @@ def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
         "prepare": summaries[0]["prepare"],
         "source": summaries[0]["source"],
         "command": summaries[0]["command"],
-        "chordkeras_version": _version(),
+        "chordkeras_version": __version__,
     }
-    records.write_json_atomic(out / records.DATASET_INFO, info)
+    files.write_json_atomic(out / records.DATASET_INFO, info)
     return info
-
-
-def _version() -> str:
-    from chordkeras import __version__
-
-    return __version__
 
 
 def check_dataset(info: dict[str, Any], features: FeatureConfig, vocabulary: str, where: str) -> None:
     """Refuses a dataset whose features or label vocabulary do not fit the model's."""
     config_lib.check_features_match(info["features"], features, where)
-    from chordkeras import vocab
-
     vocab.get_vocabulary(vocabulary)  # raises for unknown names
     if info.get("label_vocabulary") != "large":
         raise ValueError(f"{where}: records hold {info.get('label_vocabulary')!r} labels; expected 'large'")

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from chordkeras import records, vocab
+from chordkeras import files, records, vocab
 
 LARGE = vocab.get_vocabulary("large")
 
@@ -38,5 +38,5 @@ def write_tiny_dataset(folder, features, songs_per_split=(6, 2, 2), frames=40, s
         "label_histogram": histogram,
         "skipped": [],
     }
-    records.write_json_atomic(folder / records.DATASET_INFO, info)
+    files.write_json_atomic(folder / records.DATASET_INFO, info)
     return folder

@@ -20,7 +20,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from chordkeras import config as config_lib
-from chordkeras import dataservice, prepare, records, train
+from chordkeras import dataservice, files, prepare, records, train
 
 from helpers_data import write_tiny_dataset
 
@@ -252,7 +252,7 @@ def _split_train_shard(folder, num_shards):
                 writer.write(song)
     info = records.read_dataset_info(folder)
     info["splits"]["train"]["shards"] = num_shards
-    records.write_json_atomic(folder / records.DATASET_INFO, info)
+    files.write_json_atomic(folder / records.DATASET_INFO, info)
 
 
 def test_two_data_service_workers_feed_a_fit(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from chordkeras import annotations
-from chordkeras.files import temporary_name, write_text_atomic
+from chordkeras.files import atomic_output, write_text_atomic
 from chordkeras.config import FeatureConfig
 from chordkeras.synth import arrange as arrange_lib
 from chordkeras.synth import harmony, render
@@ -91,13 +91,8 @@ def song_names(index: int, audio_format: str) -> tuple[str, str]:
 def _write_audio(path: Path, audio: np.ndarray, sample_rate: int, audio_format: str) -> None:
     import soundfile
 
-    tmp = Path(temporary_name(path))
-    try:
+    with atomic_output(path) as tmp:
         soundfile.write(tmp, audio, sample_rate, format=audio_format.upper(), subtype="PCM_16")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 
