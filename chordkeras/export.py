@@ -76,6 +76,14 @@ def model_card(config: RunConfig, metrics: dict[str, Any] | None, data_info: dic
     }
 
 
+def write_model_card(folder: str | os.PathLike, config: RunConfig, *, metrics: dict[str, Any] | None = None,
+                     data_info: dict[str, Any] | None = None, dataset_dir: str | None = None) -> pathlib.Path:
+    """Writes `model_card(...)` as model_card.json into `folder`; returns its path."""
+    path = pathlib.Path(folder) / MODEL_CARD
+    files.write_json_atomic(path, model_card(config, metrics, data_info, dataset_dir))
+    return path
+
+
 def export_model(model: keras.Model, config: RunConfig, out_dir: str | os.PathLike, *,
                  metrics: dict[str, Any] | None = None, data_info: dict[str, Any] | None = None,
                  dataset_dir: str | None = None, saved_model: bool = True) -> pathlib.Path:
@@ -100,7 +108,7 @@ def export_model(model: keras.Model, config: RunConfig, out_dir: str | os.PathLi
                                  tf.TensorSpec([], tf.int32, name="sample_rate")],
             )
             archive.write_out(str(tmp / SAVED_MODEL), verbose=False)
-        files.write_json_atomic(tmp / MODEL_CARD, model_card(config, metrics, data_info, dataset_dir))
+        write_model_card(tmp, config, metrics=metrics, data_info=data_info, dataset_dir=dataset_dir)
     return out
 
 

@@ -173,7 +173,9 @@ def assign_splits(inputs: Sequence[SongInput], fractions: Sequence[float], seed:
 
 
 @dataclasses.dataclass(frozen=True)
-class _ShardPlan:
+class ShardPlan:
+    """One shard to write: its split, index among the split's shards, and songs."""
+
     split: str
     index: int
     num_shards: int
@@ -185,7 +187,7 @@ class _ShardPlan:
         return records.shard_name(self.split, self.index, self.num_shards)
 
 
-def plan_shards(splits: dict[str, list[SongInput]], songs_per_shard: int) -> list[_ShardPlan]:
+def plan_shards(splits: dict[str, list[SongInput]], songs_per_shard: int) -> list[ShardPlan]:
     """Cuts each split into shards; ordinals number all shards across splits."""
     plans, ordinal = [], 0
     for split in records.SPLITS:
@@ -193,7 +195,7 @@ def plan_shards(splits: dict[str, list[SongInput]], songs_per_shard: int) -> lis
         num_shards = math.ceil(len(songs) / songs_per_shard)
         for i in range(num_shards):
             chunk = tuple(songs[i * songs_per_shard:(i + 1) * songs_per_shard])
-            plans.append(_ShardPlan(split, i, num_shards, ordinal, chunk))
+            plans.append(ShardPlan(split, i, num_shards, ordinal, chunk))
             ordinal += 1
     return plans
 
@@ -237,11 +239,21 @@ def prepare_song(song: SongInput, features: FeatureConfig) -> tuple[bytes, dict[
     frame_times = np.arange(spectrogram.shape[0]) / features.frame_rate
     targets = annotations.frame_targets(segments, frame_times)
     example = records.song_example(song.song_id, spectrogram, targets, duration, features.frame_rate)
+    return example, song_stats(song.song_id, targets["chord"], duration)
+
+
+def song_stats(song_id: str, chord: np.ndarray, duration: float) -> dict[str, Any]:
+    """What a shard summary counts of one song: seconds, frames and its large-vocabulary label histogram.
+
+    Args:
+        song_id: The song's id.
+        chord: Large-vocabulary class per frame.
+        duration: Audio duration in seconds.
+    """
     large = vocab.get_vocabulary("large")
-    counts = np.bincount(targets["chord"].astype(np.int64), minlength=large.num_classes)
+    counts = np.bincount(np.asarray(chord).astype(np.int64), minlength=large.num_classes)
     histogram = {large.class_names[i]: int(c) for i, c in enumerate(counts) if c}
-    return example, {"song_id": song.song_id, "seconds": duration, "frames": int(spectrogram.shape[0]),
-                     "histogram": histogram}
+    return {"song_id": song_id, "seconds": float(duration), "frames": int(len(chord)), "histogram": histogram}
 
 
 @functools.lru_cache(maxsize=4)
@@ -282,7 +294,8 @@ def _map_songs(songs: list[SongInput], features: FeatureConfig, workers: int) ->
         yield from pool.imap(_prepare_song_or_error, jobs, chunksize=1)
 
 
-def _write_shard(folder: pathlib.Path, plan: _ShardPlan, results: Iterable[tuple], meta: dict) -> dict:
+def write_shard(folder: pathlib.Path, plan: ShardPlan, results: Iterable[tuple], meta: dict) -> dict:
+    """Writes one shard and its summary from (song, example or None, stats or the reason it was skipped)."""
     summary = {"shard": plan.name, "split": plan.split, "songs": [], "seconds": 0.0, "frames": 0,
                "histogram": {}, "skipped": [], **meta}
     histogram = collections.Counter()
@@ -304,7 +317,7 @@ def _write_shard(folder: pathlib.Path, plan: _ShardPlan, results: Iterable[tuple
     return summary
 
 
-def _shard_complete(folder: pathlib.Path, plan: _ShardPlan) -> bool:
+def _shard_complete(folder: pathlib.Path, plan: ShardPlan) -> bool:
     return (folder / plan.name).exists() and (folder / f"{plan.name}.json").exists()
 
 
@@ -358,10 +371,55 @@ def prepare_dataset(
             yield item
 
     for plan in todo:
-        _write_shard(out, plan, counted(len(plan.songs)), meta)
+        write_shard(out, plan, counted(len(plan.songs)), meta)
     bar.close()
     if config.num_jobs > 1:
         return None
+    return merge_dataset(out)
+
+
+def write_songs(
+    out_dir: str | os.PathLike,
+    songs: dict[str, Sequence[tuple[bytes, dict[str, Any]]]],
+    features: FeatureConfig,
+    config: PrepareConfig = PrepareConfig(),
+    source: str | None = None,
+    command: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Writes songs already serialised into a prepared dataset: shards, their summaries, dataset.json.
+
+    The writers `prepare_dataset` uses, for records whose spectrograms were made some other way
+    (tests, benchmarks): each song is `(records.song_example(...), song_stats(...))`, as
+    `prepare_song` returns them.
+
+    Args:
+        out_dir: The dataset folder (created).
+        songs: Split name -> its songs, in order.
+        features: The feature config the spectrograms follow.
+        config: Shard size (`songs_per_shard`) and the settings recorded in dataset.json.
+        source: Where the songs came from, recorded in dataset.json.
+        command: The command line, recorded in dataset.json.
+
+    Returns:
+        The dataset info written to `out_dir/dataset.json`.
+    """
+    unknown = set(songs) - set(records.SPLITS)
+    if unknown:
+        raise ValueError(f"unknown splits {sorted(unknown)}; splits are {records.SPLITS}")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"features": dataclasses.asdict(features), "prepare": dataclasses.asdict(config), "source": source,
+            "command": list(command) if command is not None else None}
+    _check_existing(out, meta["features"])
+    by_id = {}
+    inputs = {split: [] for split in records.SPLITS}
+    for split, items in songs.items():
+        for example, stats in items:
+            song = SongInput(stats["song_id"], audio=stats["song_id"], annotation=None, split=split)
+            by_id[song.song_id] = (song, example, stats)
+            inputs[split].append(song)
+    for plan in plan_shards(inputs, config.songs_per_shard):
+        write_shard(out, plan, (by_id[song.song_id] for song in plan.songs), meta)
     return merge_dataset(out)
 
 

@@ -11,7 +11,8 @@ import pytest
 import soundfile
 from PIL import Image
 
-from chordkeras import annotations, evaluate, features as features_lib, inference, plots, predict, scoring, vocab
+import chordkeras
+from chordkeras import annotations, evaluate, export, features as features_lib, inference, plots, predict, scoring, vocab
 from chordkeras.audio import ArraySource, open_audio
 from chordkeras.config import FeatureConfig, RunConfig
 
@@ -69,9 +70,7 @@ def keras_model_file(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     model.save(folder / "model.keras")
     config = dataclasses.replace(RunConfig(), data=dataclasses.replace(RunConfig().data, vocabulary="majmin"))
-    card = {"vocabulary": "majmin", "class_names": labels, "features": dataclasses.asdict(FEATURES),
-            "config": config.to_dict(), "metrics": {}, "data": None, "chordkeras_version": "test"}
-    (folder / "model_card.json").write_text(json.dumps(card))
+    export.write_model_card(folder, config)  # the card fit's export writes
     return folder / "model.keras"
 
 
@@ -189,7 +188,7 @@ def test_cli_directory_in_directory_out(keras_model_file, tmp_path, capsys):
     assert predict.main(argv + ["--format", "jams", "--decode", "argmax"]) == 0
     assert annotations.load_annotation(out / "b.jams")[0].label == references["b"][0].label
     jam = json.loads((out / "b.jams").read_text())
-    assert jam["annotations"][0]["annotation_metadata"]["version"] == "test"
+    assert jam["annotations"][0]["annotation_metadata"]["version"] == chordkeras.__version__
 
     assert predict.main(argv + ["--format", "csv"]) == 0
     rows = list(csv.DictReader((out / "disc1" / "a.csv").open()))
