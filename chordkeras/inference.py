@@ -389,18 +389,15 @@ def record_labels(chord: np.ndarray, root: np.ndarray, bass: np.ndarray) -> list
         chord: Large-vocabulary classes [frames].
         root, bass: Pitch classes [frames] (12 = none), as stored in records.
     """
-    names = vocab.get_vocabulary("large").class_names
+    large = vocab.get_vocabulary("large")
     labels = []
     for c, r, b in zip(chord.tolist(), root.tolist(), bass.tolist()):
-        label = names[c]
-        if c >= 2 and r < 12 and b < 12 and b != r:
-            label = f"{label}/{_DEGREES[(b - r) % 12]}"
+        label = large.class_names[c]
+        # Classes below the offset (N, X) have no root to invert over.
+        if c >= large.offset and r != vocab.NO_CHORD and b != vocab.NO_CHORD and b != r:
+            label = f"{label}/{vocab.DEGREE_NAMES[(b - r) % 12]}"
         labels.append(label)
     return labels
-
-
-# Scale degree of each interval above the root, as written after '/' in a Harte label.
-_DEGREES = ("1", "b2", "2", "b3", "3", "4", "b5", "5", "b6", "6", "b7", "7")
 
 
 def evaluate_model_on_records(

@@ -41,8 +41,9 @@ from chordkeras.config import RunConfig
 ARCHITECTURES = ("crnn", "transformer")
 # How a conv block halves (or divides by its pool factor) the frequency axis; see ConvBlock.
 DOWNSAMPLING = ("stride", "max_pool")
-# Output name -> number of logits (the chord head's size comes from the vocabulary).
-AUX_HEADS = {"root": 13, "bass": 13, "pitches": 12}
+# Output name -> number of logits (the chord head's size comes from the vocabulary): root and bass
+# are a pitch class or none (vocab.NO_CHORD, the last class), pitches one sigmoid per pitch class.
+AUX_HEADS = {"root": vocab.NO_CHORD + 1, "bass": vocab.NO_CHORD + 1, "pitches": len(vocab.PITCH_NAMES)}
 OUTPUT_NAMES = ("chord", "root", "bass", "pitches")
 # Width of the convolutional position embedding of the transformer, in frames (about 1.4 s at the
 # default 10.8 frames/s): long enough to give every frame its neighbourhood, short enough to stay
@@ -125,8 +126,8 @@ class MaskedBatchNorm(layers.Layer):
     Inputs [B, T, ...] with a frame mask [B, T]; masked frames are zero on output. Statistics are
     float32 whatever the policy (as keras.layers.BatchNormalization keeps them). A training batch
     with no masked frame (the usual case: excerpts are shorter than songs) goes through TF's fused
-    batch-norm kernel, which reads a bfloat16 input directly and is 2-3x faster on CPU than the
-    masked moments as separate ops; a batch with padding takes the masked moments, where the mask
+    batch-norm kernel, which reads a bfloat16 input directly and does in one pass forward and one
+    backward what the masked moments do as separate ops; a batch with padding takes the masked moments, where the mask
     enters as a broadcast multiplication (cheaper on CPU than Keras's masked moments, a `where` on
     a broadcast copy of the mask). Inputs of rank above 4 always take the masked moments.
     """
@@ -149,7 +150,7 @@ class MaskedBatchNorm(layers.Layer):
         if not (training and self.trainable):
             return self._normalise(features, frame_mask, self.moving_mean, self.moving_variance)
         # Training excerpts rarely hold padding: then TF's fused kernel (one pass forward, one
-        # backward) gives the same statistics 2-3x faster than the masked moments.
+        # backward) gives the same statistics as the masked moments, in fewer ops.
         if features.shape.rank in (3, 4):
             all_real = tf.reduce_all(tf.not_equal(frame_mask, 0.0))
             out, mean, variance = tf.cond(all_real, lambda: self._fused(features),
@@ -207,9 +208,7 @@ class ConvBlock(layers.Layer):
     Downsampling by `pool` along frequency, by `downsampling`:
     - 'stride': the convolution steps `pool` bins at a time (computes only the outputs it keeps);
     - 'max_pool': a full-resolution convolution, then a max-pool.
-    On CPU, TF's max-pool and its gradient cost about as much as the convolution itself: for the
-    first default block at batch 64 on 2 cores, forward and backward, conv + max-pool took 66 ms and
-    the strided conv 23 ms.
+    'stride' skips both the outputs a max-pool would drop and the max-pool with its gradient.
 
     The dropout mask is drawn once per excerpt and shared by its frames (variational dropout).
 
@@ -238,7 +237,7 @@ class ConvBlock(layers.Layer):
                         if pool > 1 and downsampling == "max_pool" else None)
         self.norm = MaskedBatchNorm(dtype=policy)
         # One dropout mask per excerpt shared by all its frames: a tiny random draw instead of
-        # one per element of a full-resolution feature map (15% of a CPU step), and independent
+        # one per element of a full-resolution feature map, and independent
         # of the sequence length, so padding does not change it either.
         self.drop = layers.Dropout(dropout, noise_shape=(None, 1, None, None), dtype=policy)
 
@@ -512,7 +511,7 @@ def _build_model(config: RunConfig, class_weights, precision: str) -> "ChordMode
     if model.architecture == "crnn":
         h = _front_end(spectrogram, frame_mask, config, model.embedding_dim)
         # Under mixed_bfloat16 (the CPU policy) the GRUs stay in float32: TF's CPU recurrent loop
-        # runs its gates as many small ops, which are 1.4x slower in bfloat16 than in float32.
+        # runs its gates as many small ops, which gain nothing from bfloat16 there.
         rnn_dtype = "float32" if precision == "mixed_bfloat16" else None
         for i in range(model.rnn_layers):
             gru = layers.GRU(model.rnn_units, return_sequences=True, dtype=rnn_dtype)

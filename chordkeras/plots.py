@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from chordkeras import files  # noqa: E402
+from chordkeras import files, vocab  # noqa: E402
 from chordkeras.config import FeatureConfig  # noqa: E402
 
 DPI = 100
@@ -36,7 +36,6 @@ _TOP_PX = 40
 _LEFT_PX, _RIGHT_PX = 70, 20
 
 _CHAR_PX = 6.0  # average width of an 8 pt character at DPI
-_NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _ERROR_COLOR = "#d62728"
 _UNSCORED_COLOR = "#bbbbbb"
 
@@ -144,7 +143,7 @@ def _note_ticks(features: FeatureConfig, n_bins: int) -> tuple[list[float], list
         midi = midi0 + 12.0 * j / features.bins_per_octave
         if abs(midi - round(midi)) < 1e-6 and round(midi) % 12 == 0:
             ticks.append(j)
-            names.append(f"{_NOTE_NAMES[0]}{round(midi) // 12 - 1}")
+            names.append(f"{vocab.PITCH_NAMES[0]}{round(midi) // 12 - 1}")
     return ticks, names
 
 
