@@ -8,8 +8,10 @@ prints WCSR (root, majmin, sevenths) per font with the majmin drop from the firs
 
 Default fonts: TimGM6mb.sf2 (pretty_midi's, what the built-in data is rendered with), FluidR3_GM.sf2
 (Debian fluid-soundfont-gm) and MuseScore_General_Lite.sf3 (Debian musescore-general-soundfont-small);
-the Debian ones are installed with apt-get when missing. Without --model, the default model is
-trained first (`chordkeras.fit`, built-in data) into --run-dir. Every stage resumes: songs already
+the Debian ones must be installed first (`sudo apt-get install fluid-soundfont-gm
+musescore-general-soundfont-small`): the benchmark installs nothing, it names a missing font's
+package. Without --model, the default model is trained first (`chordkeras.fit`, built-in data)
+into --run-dir. Every stage resumes: songs already
 rendered and shards already prepared are kept. Run from the repository root:
 
     python benchmarks/generalisation.py --model runs/synth-default-default/export
@@ -26,8 +28,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
-import subprocess
 import sys
 import time
 
@@ -82,29 +82,18 @@ def _parse(argv):
 
 
 def ensure_soundfont(path: str, package: str | None) -> pathlib.Path:
-    """The SoundFont file, installing its Debian package with apt-get when it is missing.
+    """The SoundFont file; when it is missing, says which Debian package holds it and how to install it.
 
     Raises:
-        ValueError: the file is missing and cannot be installed here.
+        ValueError: the file is missing.
     """
     target = pathlib.Path(path)
-    if target.is_file() or package is None:
+    if target.is_file():
         return target
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise ValueError(f"{target} is missing and apt-get is not available: install {package} or pass --soundfont")
-    prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
-    if prefix is None:
-        raise ValueError(f"{target} is missing; installing {package} needs root: install it or pass --soundfont")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    print(f"installing {package} (for {target}) with apt-get", file=sys.stderr, flush=True)
-    for command in ([apt, "update", "-q"], [apt, "install", "-y", "-q", "--no-install-recommends", package]):
-        done = subprocess.run(prefix + command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            raise ValueError(f"{' '.join(command[:2])} failed for {package}: {done.stderr.strip()[-500:]}")
-    if not target.is_file():
-        raise ValueError(f"{package} is installed but {target} is not there; pass --soundfont")
-    return target
+    if package is None:
+        raise ValueError(f"{target}: SoundFont not found")
+    raise ValueError(f"{target} is missing: it comes with the Debian/Ubuntu package {package} "
+                     f"(sudo apt-get install {package}), or pass other fonts with --soundfont")
 
 
 def font_key(path: pathlib.Path) -> str:

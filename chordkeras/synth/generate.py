@@ -10,7 +10,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import json
 import multiprocessing
 import os
 import sys
@@ -20,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from chordkeras import annotations
-from chordkeras.files import atomic_output, write_text_atomic
+from chordkeras.files import atomic_output, read_json, write_json_atomic, write_text_atomic
 from chordkeras.config import FeatureConfig
 from chordkeras.synth import arrange as arrange_lib
 from chordkeras.synth import harmony, render
@@ -82,6 +81,13 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
     end = samples / sample_rate
     labels[-1] = (labels[-1][0], end, labels[-1][2])
     return Song(audio, sample_rate, labels, plan, arrangement)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the OS has one (Linux), else all (macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def song_names(index: int, audio_format: str) -> tuple[str, str]:
@@ -206,17 +212,17 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
     settings = _settings(seed, minutes_per_song, audio_format, renderers, sample_rate)
     settings_path = out_dir / SETTINGS_NAME
     if settings_path.exists():
-        previous = json.loads(settings_path.read_text())
+        previous = read_json(settings_path)
         if previous != settings:
             changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
             raise ValueError(f"{out_dir} holds songs generated with other settings (old, new): {changed}; "
                              "use another folder")
     else:
-        write_text_atomic(settings_path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        write_json_atomic(settings_path, settings)
 
     missing = [i for i in range(num_songs)
                if not all((out_dir / name).exists() for name in song_names(i, audio_format))]
-    workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(missing) or 1))
+    workers = max(1, min(workers or usable_cpus(), len(missing) or 1))
     if missing:
         from tqdm.auto import tqdm
 
