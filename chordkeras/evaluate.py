@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.model is not None:
         model_path = pathlib.Path(args.model)
-        out = pathlib.Path(args.out) if args.out else model_path.parent / f"eval-{pathlib.Path(args.records).name}-{args.split}"
+        default_out = model_path.parent / f"eval-{pathlib.Path(args.records).name}-{args.split}"
+        out = pathlib.Path(args.out) if args.out else default_out
     else:
         estimate = pathlib.Path(args.estimate)
         out = pathlib.Path(args.out) if args.out else estimate.parent / f"{estimate.stem}-eval"

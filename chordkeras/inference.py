@@ -26,6 +26,7 @@ import tensorflow as tf
 from chordkeras import decode as decode_lib
 from chordkeras import features as features_lib
 from chordkeras import files, records, scoring, vocab
+from chordkeras import model as model_lib  # noqa: F401  (registers the layers `.keras` files hold)
 from chordkeras.annotations import Segment
 from chordkeras.audio import ArraySource, AudioSource, open_audio
 from chordkeras.config import FeatureConfig, check_features_match, feature_config_from_dict
@@ -43,8 +44,7 @@ DEFAULT_OVERLAP_SECONDS = 5.0
 # Frames per network call (bounds the memory of the activations).
 MAX_BATCH_FRAMES = 4096
 # Audio analysed per feature step (small enough for the STFT frames of the longest window to stay
-# in cache: 30 s chunks run about twice as fast as whole 4-minute songs), and the context read on
-# both sides of a chunk for the resampler.
+# in cache), and the context read on both sides of a chunk for the resampler.
 FEATURE_CHUNK_SECONDS = 30.0
 RESAMPLER_CONTEXT_SECONDS = 1.0
 

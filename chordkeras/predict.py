@@ -64,10 +64,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "with model_card.json beside it")
     parser.add_argument("audio", nargs="+", help="audio files or folders (searched recursively)")
     parser.add_argument("--out", help="output folder (default: next to each audio file, as <stem>.chords.<format>)")
-    parser.add_argument("--format", choices=annotations.OUTPUT_FORMATS, default="lab", help="output format (default lab)")
+    parser.add_argument("--format", choices=annotations.OUTPUT_FORMATS, default="lab",
+                        help="output format (default lab)")
     parser.add_argument("--decode", choices=("viterbi", "argmax"), default="viterbi")
     parser.add_argument("--self-transition", type=float, default=inference.DEFAULT_SELF_TRANSITION,
-                        help=f"Viterbi probability of staying on a chord per frame (default {inference.DEFAULT_SELF_TRANSITION})")
+                        help="Viterbi probability of staying on a chord per frame "
+                        f"(default {inference.DEFAULT_SELF_TRANSITION})")
     parser.add_argument("--plot", action="store_true", help="also write a PNG per song next to its output")
     parser.add_argument("--backend", choices=inference.BACKENDS, default="auto",
                         help="keras (batched windows, features computed here) or saved_model (the exported "
@@ -113,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             source = audio.open_audio(audio_path, model.features.sample_rate)
             try:
-                result = inference.transcribe_source(model, source, args.decode, args.self_transition, with_spectrogram=args.plot)
+                result = inference.transcribe_source(model, source, args.decode, args.self_transition,
+                                                     with_spectrogram=args.plot)
             finally:
                 source.close()
         except audio.AudioError as e:  # reported per file; the other files go on

@@ -12,7 +12,8 @@ import soundfile
 from PIL import Image
 
 import chordkeras
-from chordkeras import annotations, evaluate, export, features as features_lib, inference, plots, predict, scoring, vocab
+from chordkeras import annotations, evaluate, export, inference, plots, predict, scoring, vocab
+from chordkeras import features as features_lib
 from chordkeras.audio import ArraySource, open_audio
 from chordkeras.config import FeatureConfig, RunConfig
 
