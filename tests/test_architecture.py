@@ -78,3 +78,16 @@ def test_no_import_cycle_in_the_package():
     graph = module_imports(package_dir, "chordkeras")
     assert "chordkeras.inference" in graph and graph["chordkeras.predict"] >= {"chordkeras.inference"}
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+
+
+# Thin command-line modules: parse arguments and call library code; nothing imports them.
+CLI_MODULES = {"chordkeras.fit", "chordkeras.prepare", "chordkeras.predict", "chordkeras.evaluate",
+               "chordkeras.synth.cli", "chordkeras.synth.__main__"}
+
+
+def test_no_library_module_imports_a_command_line_module():
+    graph = module_imports(pathlib.Path(chordkeras.__file__).parent, "chordkeras")
+    assert CLI_MODULES <= set(graph)
+    offenders = {name: sorted(edges & CLI_MODULES) for name, edges in graph.items()
+                 if name not in CLI_MODULES and edges & CLI_MODULES}
+    assert offenders == {}
