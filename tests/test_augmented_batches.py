@@ -8,6 +8,7 @@ root label, up to octaves: spectrogram and labels stay aligned in time and in pi
 import dataclasses
 
 import numpy as np
+import pytest
 
 from chordkeras import config as config_lib
 from chordkeras import dataset, vocab
@@ -17,6 +18,7 @@ from helpers_data import PEAK_BIN_OF_C, peak_bin, write_tiny_dataset
 LARGE = vocab.get_vocabulary("large")
 
 
+@pytest.mark.slow
 def test_augmented_batches_keep_spectrogram_and_labels_aligned(tmp_path):
     config = config_lib.resolve("tiny")
     # Detuning by at most a quarter bin keeps 3/4 of a peak in its bin, so the loudest bin stays

@@ -7,6 +7,8 @@ import pytest
 from chordkeras import defaults, files, records
 from chordkeras.config import FeatureConfig
 
+pytestmark = pytest.mark.slow  # songs generated and prepared
+
 FEATURES = FeatureConfig()
 
 

@@ -42,6 +42,7 @@ def model_export(tmp_path_factory):
                                saved_model=False)
 
 
+@pytest.mark.slow
 def test_same_songs_under_two_fonts_scored_and_checked(tmp_path, model_export, capsys):
     from chordkeras.synth import render
 
@@ -76,6 +77,7 @@ def test_same_songs_under_two_fonts_scored_and_checked(tmp_path, model_export, c
     assert "song_00000.lab: labels differ between timgm6mb and other_font" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_same_font_twice_is_refused(tmp_path, model_export, capsys):
     from chordkeras.synth import render
 

@@ -270,6 +270,7 @@ def learnable_problem(config, batch=8, frames=24, seed=0):
     return x, y, np.ones((batch, frames), np.float32)
 
 
+@pytest.mark.slow
 def test_training_steps_reduce_the_loss():
     config = small_config("crnn", "majmin", "train.learning_rate=0.01")
     model = model_lib.build_model(config)
@@ -282,6 +283,7 @@ def test_training_steps_reduce_the_loss():
     assert after < 0.7 * before
 
 
+@pytest.mark.slow
 def test_xla_train_step():
     # train.jit_compile compiles the whole step, batch-norm's fused path and its gradient included.
     config = small_config("crnn", "majmin", "train.jit_compile=true", "train.steps_per_execution=1")
@@ -333,6 +335,7 @@ def test_mixed_precision_train_step(policy):
     assert all(v.dtype == tf.float32 for v in model(batch[0]).values())
 
 
+@pytest.mark.slow
 def test_one_replica_mirrored_strategy_gives_the_plain_loss():
     config = small_config("crnn", "majmin")
     x, y, mask = random_batch(config, batch=4)
@@ -384,6 +387,7 @@ TWO_REPLICAS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_replicas_add_up_to_the_single_device_loss_and_step():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run([sys.executable, "-c", TWO_REPLICAS, os.path.dirname(__file__)], capture_output=True,

@@ -6,6 +6,7 @@ import runpy
 import subprocess
 import sys
 
+import pytest
 import setuptools
 
 from chordkeras.synth import generate
@@ -35,6 +36,7 @@ def test_the_tuner_is_not_installed_as_a_top_level_package(monkeypatch):
     assert not [p for p in packages if not p.startswith("chordkeras")]
 
 
+@pytest.mark.slow
 def test_the_tuner_runs_from_the_repository_root():
     result = subprocess.run([sys.executable, "-m", "tuning.search", "--help"], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)

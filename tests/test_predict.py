@@ -166,6 +166,7 @@ def test_windows_stitch_to_the_whole_song_probabilities(keras_model_file):
     np.testing.assert_allclose(probs, expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_directory_in_directory_out(keras_model_file, tmp_path, capsys):
     rng = np.random.default_rng(3)
     songs = tmp_path / "songs"
@@ -215,6 +216,7 @@ def export_folder(tmp_path_factory):
     return export.export_model(model, config, tmp_path_factory.mktemp("run") / "export")
 
 
+@pytest.mark.slow
 def test_backends_agree_with_the_exported_signature(export_folder):
     from chordkeras import export
 
@@ -233,6 +235,7 @@ def test_backends_agree_with_the_exported_signature(export_folder):
     assert model.class_names == list(vocab.get_vocabulary("large").class_names)
 
 
+@pytest.mark.slow
 def test_cli_on_an_export_folder(export_folder, tmp_path):
     rng = np.random.default_rng(7)
     soundfile.write(tmp_path / "song.ogg", render_song(song_segments(rng, 4), 32000, rng), 32000)
@@ -245,6 +248,7 @@ def test_cli_on_an_export_folder(export_folder, tmp_path):
     assert predict.main([str(tmp_path), str(tmp_path / "song.ogg")]) == 2  # not a model
 
 
+@pytest.mark.slow
 def test_evaluate_a_model_on_prepared_records(export_folder, tmp_path):
     from helpers_data import write_tiny_dataset
 

@@ -24,6 +24,8 @@ from chordkeras import dataservice, prepare, records, train
 
 from helpers_data import write_tiny_dataset
 
+pytestmark = pytest.mark.slow  # worker processes and multi-replica fits
+
 TIMEOUT = 300  # seconds for a group of subprocesses on a busy 2-core machine
 OVERRIDES = ["data.excerpt_seconds=2.0", "data.batch_size=8", "data.excerpts_per_song=4", "train.epochs=1",
              "train.learning_rate=0.01", "train.mixed_precision=off"]
