@@ -2,10 +2,10 @@
 
 Set-level scores are weighted chord symbol recall (WCSR): every song's score weighted by its scored
 duration (the durations mir_eval.chord.weighted_accuracy counts, i.e. without reference frames the
-metric ignores), which equals pooling all scored time of the set. Free of TensorFlow: scoring folders
-of annotations loads neither it nor matplotlib (plots import them when asked for). `evaluate_folders` compares
-folders of .lab/.jams annotations matched by relative path stem; the model on a prepared split is
-scored by `chordkeras.inference.evaluate_model_on_records`.
+metric ignores), which equals pooling all scored time of the set. Scoring folders of annotations
+loads neither TensorFlow nor matplotlib (pictures import them when asked for). `evaluate_folders`
+compares folders of .lab/.jams annotations matched by relative path stem; the model on a prepared
+split is scored by `chordkeras.inference.evaluate_model_on_records`.
 """
 
 from __future__ import annotations

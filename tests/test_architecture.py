@@ -2,6 +2,8 @@
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import chordkeras
 
@@ -91,3 +93,12 @@ def test_no_library_module_imports_a_command_line_module():
     offenders = {name: sorted(edges & CLI_MODULES) for name, edges in graph.items()
                  if name not in CLI_MODULES and edges & CLI_MODULES}
     assert offenders == {}
+
+
+def test_scoring_annotations_loads_no_tensorflow():
+    # `python -m chordkeras.evaluate REFERENCES ESTIMATES` and the scoring library stay light.
+    code = ("import sys, chordkeras.evaluate, chordkeras.scoring, chordkeras.annotations; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
