@@ -35,13 +35,17 @@ setup(
         "pretty_midi>=0.2.10",
         "midirenderer>=0.1.3",
         "soundfile>=0.12",
+        "pyroomacoustics>=0.7",  # MIT: simulated rooms for the song generator's recording chain
         "tqdm",
         "matplotlib",
     ],
     extras_require={
         "metal": [f"tensorflow-metal==1.1.0; {APPLE_SILICON}"],
         "cuda": ['tensorflow[and-cuda]==2.16.2; sys_platform == "linux"'],
-        "test": ["pytest>=7", "librosa>=0.10"],
+        # Reads the public annotated collections (prepare --mirdata); BSD-3-Clause. Also in "test" so that
+        # the suite runs its real loaders.
+        "mirdata": ["mirdata>=1.0"],
+        "test": ["pytest>=7", "librosa>=0.10", "mirdata>=1.0"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.10",

@@ -70,7 +70,8 @@ class DataConfig:
         eval_batch_size: Whole songs per validation/test batch.
         shift_min, shift_max: Pitch-shift augmentation range in semitones (inclusive).
         detune_bins: Random shift by up to +- this fraction of a bin (0.5 bin = 25 cents), interpolated.
-        gain_db: Random overall gain in +-dB applied to the stored magnitudes.
+        gain_db: Random overall gain in +-dB applied to the stored magnitudes. 0 by default: the
+            network's level normalisation (model.level_window_seconds) takes any gain out again.
         eq_db: Random spectral tilt in +-dB from the lowest to the highest bin.
         cache: Keep parsed songs in memory after the first epoch.
         shuffle_songs, shuffle_excerpts: Shuffle buffer sizes.
@@ -85,7 +86,7 @@ class DataConfig:
     shift_min: int = -5
     shift_max: int = 6
     detune_bins: float = 0.5
-    gain_db: float = 12.0
+    gain_db: float = 0.0
     eq_db: float = 6.0
     cache: bool = True
     shuffle_songs: int = 1024
@@ -102,6 +103,9 @@ class ModelConfig:
     """The network built by `chordkeras.model.build_model`."""
 
     architecture: str = "crnn"
+    # Window of the input's level normalisation (model.LevelNormalization), in seconds; 0 feeds the
+    # network the recording's absolute level, as models before it had.
+    level_window_seconds: float = 4.0
     conv_filters: tuple[int, ...] = (16, 32)
     conv_kernel: int = 3
     pool_frequency: tuple[int, ...] = (2, 2)

@@ -26,7 +26,7 @@ def default_dataset(folder: pathlib.Path, features: FeatureConfig, num_songs: in
     """Returns the prepared built-in dataset in `folder`, generating and preparing it if needed."""
     num_songs = num_songs or DEFAULT_SONGS
     wanted = {"songs": num_songs, "seed": seed, "minutes_per_song": DEFAULT_MINUTES_PER_SONG,
-              "features": dataclasses.asdict(features)}
+              "generator_version": synth.GENERATOR_VERSION, "features": dataclasses.asdict(features)}
     info_path = folder / records.DATASET_INFO
     recipe_path = folder / "synth_recipe.json"
     if info_path.exists() and recipe_path.exists() and files.read_json(recipe_path) == wanted:

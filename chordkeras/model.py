@@ -1,6 +1,9 @@
 """The chord network: `build_model(config)` and the `ChordModel` that trains it.
 
-Two architectures share the input normalisation, the convolutional front end and the heads:
+Two architectures share the input normalisation, the convolutional front end and the heads.
+The input first loses the recording's level (`LevelNormalization`: each frame divided by the mean
+magnitude of the frames around it), so the same music gives the same output at any playback level;
+frames of digital silence are N by construction (`SilenceIsNoChord`).
 
 - 'crnn': per-bin batch normalisation, 2-D convolutions over time x frequency (downsampling
   frequency only, by stride or max-pool, so every frame keeps its own output), a dense frame
@@ -49,6 +52,8 @@ OUTPUT_NAMES = ("chord", "root", "bass", "pitches")
 # default 10.8 frames/s): long enough to give every frame its neighbourhood, short enough to stay
 # a relative (translation-invariant) encoding.
 POSITION_KERNEL = 15
+# Logit magnitude that `SilenceIsNoChord` writes: softmax and sigmoid saturate to exactly 0 and 1.
+_FORCED_LOGIT = 1e4
 
 _serializable = keras.saving.register_keras_serializable(package="chordkeras")
 
@@ -117,6 +122,93 @@ class SignalFlag(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (1,)
+
+
+@_serializable
+class LevelNormalization(layers.Layer):
+    """Takes the recording's level out of a log1p(log_scale * |X|) spectrogram [B, T, F].
+
+    Each frame's magnitudes are divided by the local level: the mean magnitude over all bins of
+    the real frames within `window_frames` around it (a centred moving average; frames past either
+    end of the excerpt or masked by `frame_mask` do not count). The ratios are compressed again as
+    log1p(`gain` * ratio); with the default gain of 1, songs of the built-in data (about -20 dBFS
+    RMS) keep the median, 90th and 99th percentiles of their features within 0.3 of the raw ones.
+
+    A gain on the audio scales magnitudes and local level alike, so the output does not change with
+    the playback level, as long as the local level stays well above `floor` (1e-7 in log_scale
+    units, about -140 dB below a full-scale sine). A moving window rather than the whole song: quiet
+    intros and loud choruses each come out at the network's working level, while the dynamics
+    within a few seconds (onsets, decays) stay. Digital silence stays exactly 0.
+    """
+
+    def __init__(self, window_frames: int, gain: float = 1.0, floor: float = 1e-7, **kwargs):
+        # In float32: the division spans the whole dynamic range of the recording.
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        if window_frames < 1:
+            raise ValueError(f"window_frames must be >= 1, got {window_frames}")
+        self.window_frames = int(window_frames)
+        self.gain = float(gain)
+        self.floor = float(floor)
+
+    def call(self, spectrogram, frame_mask):
+        spectrogram = tf.cast(spectrogram, tf.float32)
+        mask = tf.cast(frame_mask, tf.float32)
+        magnitude = tf.math.expm1(tf.maximum(spectrogram, 0.0))
+        level = tf.reduce_mean(magnitude, axis=-1) * mask
+        # Moving sums as a convolution with a box (no cumulative-sum cancellation between a loud
+        # passage and a quiet one 100 dB below it). An odd width keeps the window centred.
+        width = self.window_frames | 1
+        box = tf.ones([width, 1, 1], tf.float32)
+        sums = tf.nn.conv1d(level[..., None], box, 1, "SAME")
+        counts = tf.nn.conv1d(mask[..., None], box, 1, "SAME")
+        reference = sums[..., 0] / tf.maximum(counts[..., 0], 1.0)
+        ratio = tf.math.divide_no_nan(magnitude, reference[..., None] + self.floor)
+        return tf.math.log1p(self.gain * ratio) * mask[..., None]
+
+    def compute_output_shape(self, spectrogram_shape, frame_mask_shape=None):
+        return tuple(spectrogram_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "window_frames": self.window_frames, "gain": self.gain, "floor": self.floor}
+
+
+@_serializable
+class SilenceIsNoChord(layers.Layer):
+    """Frames of digital silence say N: chord class 0, root and bass 'none', no pitch class.
+
+    A frame is silent when no bin of the input spectrogram exceeds `threshold` (1e-6 in
+    log1p(log_scale * |X|) units: every bin more than 160 dB below a full-scale sine, which neither
+    16- nor 24-bit audio can hold but as exact zeros, and which leaves 100 dB of room below the
+    quietest passage of a recording played 60 dB down). Everything louder, however quiet, is left
+    to the network, which sees it at its working level (`LevelNormalization`).
+    """
+
+    def __init__(self, threshold: float = 1e-6, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.threshold = float(threshold)
+
+    def call(self, outputs, spectrogram):
+        silent = tf.reduce_max(tf.cast(spectrogram, tf.float32), axis=-1, keepdims=True) <= self.threshold
+        forced = {}
+        for name, logits in outputs.items():
+            logits = tf.cast(logits, tf.float32)
+            size = logits.shape[-1]
+            if name == "pitches":
+                quiet = tf.fill(tf.shape(logits), -_FORCED_LOGIT)
+            else:
+                target = 0 if name == "chord" else vocab.NO_CHORD
+                quiet = tf.zeros_like(logits) + tf.one_hot(target, size, on_value=_FORCED_LOGIT,
+                                                           off_value=-_FORCED_LOGIT)
+            forced[name] = tf.where(silent, quiet, logits)
+        return forced
+
+    def compute_output_shape(self, outputs_shape, spectrogram_shape=None):
+        return outputs_shape
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
 
 
 @_serializable
@@ -446,8 +538,12 @@ def _front_end(spectrogram, frame_mask, config: RunConfig, embedding_dim: int):
             "must have the same length (one pooling factor per conv block)"
         )
     n_bins = config.features.n_bins
+    h = spectrogram
+    if model.level_window_seconds > 0:
+        window = max(1, int(round(model.level_window_seconds * config.features.frame_rate)))
+        h = LevelNormalization(window, name="level_norm")(h, frame_mask)
     # In float32: a bfloat16 input would keep only 8 bits of each log-magnitude.
-    h = MaskedBatchNorm(name="input_norm", dtype="float32")(spectrogram, frame_mask)
+    h = MaskedBatchNorm(name="input_norm", dtype="float32")(h, frame_mask)
     h = layers.Reshape((-1, n_bins, 1), name="add_channel")(h)
     bins = n_bins
     for i, (filters, pool) in enumerate(zip(model.conv_filters, model.pool_frequency)):
@@ -527,7 +623,7 @@ def _build_model(config: RunConfig, class_weights, precision: str) -> "ChordMode
             )
         h = layers.LayerNormalization(name="final_norm")(h)
     h = ApplyFrameMask(name="hidden")(h, frame_mask)
-    outputs = _heads(h, frame_mask, classes)
+    outputs = SilenceIsNoChord(name="silence")(_heads(h, frame_mask, classes), spectrogram)
     weights = None
     if class_weights is not None:
         weights = [float(w) for w in np.asarray(class_weights, dtype=np.float64).reshape(-1)]

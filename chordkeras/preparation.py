@@ -31,19 +31,10 @@ from chordkeras import config as config_lib
 from chordkeras import features as features_lib
 from chordkeras.audio import AUDIO_EXTENSIONS
 from chordkeras.config import FeatureConfig
+from chordkeras.inputs import SongInput
 ANNOTATION_EXTENSIONS = (".lab", ".jams")
 # An annotation may run past the end of the audio by this much (rounding in label files).
 END_TOLERANCE_SECONDS = 0.5
-
-
-@dataclasses.dataclass(frozen=True)
-class SongInput:
-    """One song to prepare: paths are absolute, song_id is the relative path stem."""
-
-    song_id: str
-    audio: str
-    annotation: str | None
-    split: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +47,8 @@ class PrepareConfig:
         songs_per_shard: Songs in each shard file.
         workers: Processes computing features (0: one per CPU core).
         job_index, num_jobs: This job writes the shards whose ordinal % num_jobs == job_index.
+        official_split: Every song must come with a split of its own (manifest column, a
+            collection's official split); `split_fractions` is then unused.
     """
 
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -64,6 +57,7 @@ class PrepareConfig:
     workers: int = 0
     job_index: int = 0
     num_jobs: int = 1
+    official_split: bool = False
 
     def __post_init__(self):
         if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or sum(self.split_fractions) <= 0:
@@ -201,7 +195,27 @@ def plan_shards(splits: dict[str, list[SongInput]], songs_per_shard: int) -> lis
 
 
 class SongError(ValueError):
-    """A song that cannot be prepared; the message names the file and what is wrong."""
+    """A song that cannot be prepared; the message names the file and what is wrong.
+
+    Attributes:
+        kind: The class of problem, counted in the summary ('missing audio', 'checksum', ...).
+    """
+
+    def __init__(self, message: str, kind: str = "bad input"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _check_checksums(song: SongInput) -> None:
+    from chordkeras import mirdata_source
+
+    for path, expected in song.checksums:
+        if not os.path.isfile(path):
+            raise SongError(f"{path}: file missing", "missing audio")
+        actual = mirdata_source.md5(path)
+        if actual != expected:
+            raise SongError(f"{path}: md5 {actual} is not the {expected} in the source's index "
+                            "(corrupt, or another edition or rip)", "checksum")
 
 
 def prepare_song(song: SongInput, features: FeatureConfig) -> tuple[bytes, dict[str, Any]]:
@@ -210,11 +224,14 @@ def prepare_song(song: SongInput, features: FeatureConfig) -> tuple[bytes, dict[
     Raises:
         SongError: naming the file and the problem (the caller skips and lists the song).
     """
+    if song.problem is not None:
+        raise SongError(song.problem[1], song.problem[0])
+    _check_checksums(song)
     for path in (song.audio, song.annotation):
         if path is not None and not _is_utf8(path):
             raise SongError(f"{_printable(path)}: file name is not valid UTF-8")
     if song.annotation is None:
-        raise SongError(f"{song.audio}: no annotation (.lab or .jams with the same name)")
+        raise SongError(f"{song.audio}: no annotation (.lab or .jams with the same name)", "missing annotation")
     if not os.path.exists(song.annotation):
         raise SongError(f"{song.annotation}: annotation file does not exist")
     try:
@@ -270,11 +287,11 @@ def _prepare_song_or_error(args: tuple[SongInput, FeatureConfig]) -> tuple[SongI
     try:
         example, stats = prepare_song(song, features)
     except SongError as e:
-        return song, None, str(e)
+        return song, None, (e.kind, str(e))
     except (ValueError, OSError, RuntimeError, tf.errors.OpError) as e:
         # A decoder or file-system failure on one song must not end the run: it is listed. Programming
         # errors (TypeError, ImportError, ...) still stop the run, rather than skip every song.
-        return song, None, f"{_printable(song.audio)}: {type(e).__name__}: {e}"
+        return song, None, ("bad input", f"{_printable(song.audio)}: {type(e).__name__}: {e}")
     return song, example, stats
 
 
@@ -295,9 +312,9 @@ def _map_songs(songs: list[SongInput], features: FeatureConfig, workers: int) ->
 
 
 def write_shard(folder: pathlib.Path, plan: ShardPlan, results: Iterable[tuple], meta: dict) -> dict:
-    """Writes one shard and its summary from (song, example or None, stats or the reason it was skipped)."""
-    summary = {"shard": plan.name, "split": plan.split, "songs": [], "seconds": 0.0, "frames": 0,
-               "histogram": {}, "skipped": [], **meta}
+    """Writes one shard and its summary from (song, example, stats), or (song, None, (kind, reason)) skipped."""
+    summary = {"shard": plan.name, "split": plan.split, "songs": [], "song_sources": {}, "seconds": 0.0,
+               "frames": 0, "histogram": {}, "skipped": [], **meta}
     histogram = collections.Counter()
     # The shard is written under a fixed temporary name (a killed run's leftover is overwritten)
     # and renamed last, after its summary: a shard file under its final name is always complete.
@@ -305,10 +322,13 @@ def write_shard(folder: pathlib.Path, plan: ShardPlan, results: Iterable[tuple],
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for song, example, info in results:
                 if example is None:
-                    summary["skipped"].append({"input": _printable(song.audio), "reason": info})
+                    kind, reason = info
+                    summary["skipped"].append({"input": _printable(song.audio), "reason": reason, "kind": kind,
+                                               "source": song.source})
                     continue
                 writer.write(example)
                 summary["songs"].append(song.song_id)
+                summary["song_sources"][song.song_id] = song.source
                 summary["seconds"] += info["seconds"]
                 summary["frames"] += info["frames"]
                 histogram.update(info["histogram"])
@@ -321,15 +341,53 @@ def _shard_complete(folder: pathlib.Path, plan: ShardPlan) -> bool:
     return (folder / plan.name).exists() and (folder / f"{plan.name}.json").exists()
 
 
+def gather_inputs(sources, out: pathlib.Path, official_split: bool = False) -> tuple[list[SongInput], list[dict]]:
+    """The songs of several sources (folders, CSV manifests, `MirdataSource`s) and their descriptions.
+
+    Raises:
+        ValueError: a source has no songs, two sources give the same song id, or `official_split`
+            is asked of songs without a split of their own.
+    """
+    from chordkeras import mirdata_source
+
+    inputs, described = [], []
+    for source in sources:
+        if isinstance(source, mirdata_source.MirdataSource):
+            songs, description = mirdata_source.find_inputs(source, out / "mirdata", official_split)
+        else:
+            where = str(pathlib.Path(source).resolve())
+            songs = [dataclasses.replace(s, source=where) for s in find_inputs(source)]
+            description = {"kind": "manifest" if pathlib.Path(source).is_file() else "folder", "label": where}
+        if not songs:
+            raise ValueError(f"{description['label']}: no songs found (audio: {', '.join(AUDIO_EXTENSIONS)})")
+        if official_split:
+            free = [s.song_id for s in songs if s.split is None]
+            if free:
+                raise ValueError(f"{description['label']}: {len(free)} song(s) without a split of their own "
+                                 f"(e.g. {free[0]}); --split official needs a manifest split column or a "
+                                 "collection's official split")
+        inputs.extend(songs)
+        described.append(description)
+    seen = collections.Counter(s.song_id for s in inputs)
+    dupes = sorted(i for i, n in seen.items() if n > 1)
+    if dupes:
+        raise ValueError(f"song ids given by more than one source: {dupes[:5]}; prepare them separately")
+    return inputs, described
+
+
 def prepare_dataset(
-    source: str | os.PathLike,
+    source,
     out_dir: str | os.PathLike,
     features: FeatureConfig = FeatureConfig(),
     config: PrepareConfig = PrepareConfig(),
     command: Sequence[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any] | None:
-    """Prepares `source` (folder or CSV manifest) into `out_dir`.
+    """Prepares `source` into `out_dir`.
+
+    Args:
+        source: A folder, a CSV manifest, a `mirdata_source.MirdataSource`, or a list of these:
+            their songs go into one dataset, each song's source recorded in dataset.json.
 
     Returns:
         The dataset info written to `out_dir/dataset.json`, or None for one job of several
@@ -339,12 +397,13 @@ def prepare_dataset(
 
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    inputs = find_inputs(source)
-    if not inputs:
-        raise ValueError(f"{source}: no audio files found ({', '.join(AUDIO_EXTENSIONS)})")
+    sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    if not sources:
+        raise ValueError("no source given")
+    inputs, described = gather_inputs(sources, out, config.official_split)
     plans = plan_shards(assign_splits(inputs, config.split_fractions, config.seed), config.songs_per_shard)
     meta = {"features": dataclasses.asdict(features), "prepare": dataclasses.asdict(config),
-            "source": str(pathlib.Path(source).resolve()),
+            "source": " + ".join(d["label"] for d in described), "sources": described,
             "command": list(command) if command is not None else None}
     _check_existing(out, meta["features"])
     mine = [p for p in plans if p.ordinal % config.num_jobs == config.job_index]
@@ -364,7 +423,7 @@ def prepare_dataset(
             if item[1] is not None:
                 seconds += item[2]["seconds"]
             else:
-                bar.write(f"skipped: {item[2]}")
+                bar.write(f"skipped: {item[2][1]}")
             bar.update(1)
             rate = seconds / 3600 / max(time.monotonic() - started, 1e-9) * 60
             bar.set_postfix_str(f"{seconds / 3600:.2f} h audio, {rate:.2f} h/min")
@@ -415,7 +474,7 @@ def write_songs(
     inputs = {split: [] for split in records.SPLITS}
     for split, items in songs.items():
         for example, stats in items:
-            song = SongInput(stats["song_id"], audio=stats["song_id"], annotation=None, split=split)
+            song = SongInput(stats["song_id"], audio=stats["song_id"], annotation=None, split=split, source=source)
             by_id[song.song_id] = (song, example, stats)
             inputs[split].append(song)
     for plan in plan_shards(inputs, config.songs_per_shard):
@@ -455,6 +514,7 @@ def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
         if s["features"] != features:
             raise ValueError(f"{out}: {s['shard']} was prepared with other features than {summaries[0]['shard']}")
     histogram = collections.Counter()
+    song_sources = dict(sorted(item for s in summaries for item in s.get("song_sources", {}).items()))
     splits = {}
     for split in records.SPLITS:
         items = by_split.get(split, [])
@@ -473,6 +533,8 @@ def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
         "total_hours": round(sum(s["seconds"] for s in summaries) / 3600, 4),
         "label_histogram": dict(histogram.most_common()),
         "skipped": [item for s in summaries for item in s["skipped"]],
+        "song_sources": song_sources,
+        "sources": _source_counts(summaries, song_sources),
         "prepare": summaries[0]["prepare"],
         "source": summaries[0]["source"],
         "command": summaries[0]["command"],
@@ -480,6 +542,19 @@ def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
     }
     files.write_json_atomic(out / records.DATASET_INFO, info)
     return info
+
+
+def _source_counts(summaries: list[dict], song_sources: dict[str, str]) -> list[dict]:
+    """Each source's description with how many songs it gave, prepared and skipped (by kind)."""
+    described = summaries[0].get("sources") or [{"label": summaries[0]["source"]}]
+    prepared = collections.Counter(song_sources.values())
+    skipped: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for s in summaries:
+        for item in s["skipped"]:
+            skipped[item.get("source")][item.get("kind", "bad input")] += 1
+    return [{**d, "found": prepared[d["label"]] + sum(skipped[d["label"]].values()),
+             "prepared": prepared[d["label"]], "skipped": dict(sorted(skipped[d["label"]].items()))}
+            for d in described]
 
 
 def check_dataset(info: dict[str, Any], features: FeatureConfig, vocabulary: str, where: str) -> None:

@@ -5,6 +5,9 @@ Examples:
     python -m chordkeras.prepare manifest.csv --name mysongs --workers 8
     python -m chordkeras.prepare songs/ --name big --shard 0 --num-shards 4   # one of 4 jobs
     python -m chordkeras.prepare --merge tfrecords/big                         # after all jobs
+    python -m chordkeras.prepare --mirdata beatles --data-home ~/mir_datasets/beatles --name beatles
+    python -m chordkeras.prepare songs/ --mirdata billboard --mirdata guitarset --name mixed
+    python -m chordkeras.prepare --list-mirdata
 """
 
 from __future__ import annotations
@@ -14,16 +17,29 @@ import pathlib
 import sys
 
 from chordkeras import config as config_lib
-from chordkeras import preparation
+from chordkeras import mirdata_source, preparation
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chordkeras.prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("source", nargs="?", help="folder of audio with same-stem .lab/.jams files, or a CSV manifest")
+    parser.add_argument("sources", nargs="*", metavar="source",
+                        help="folder of audio with same-stem .lab/.jams files, or a CSV manifest (several: one dataset)")
+    parser.add_argument("--mirdata", action="append", default=[], metavar="NAME",
+                        help="a collection mirdata knows (repeatable; see --list-mirdata)")
+    parser.add_argument("--data-home", action="append", default=[], metavar="DIR",
+                        help="the collection's folder, once per --mirdata in the same order (default: ~/mir_datasets/NAME)")
+    parser.add_argument("--version", dest="versions", action="append", default=[], metavar="V",
+                        help="collection version, once per --mirdata (default: mirdata's default)")
+    parser.add_argument("--index", dest="indexes", action="append", default=[], metavar="FILE",
+                        help="mirdata index file, once per --mirdata (default: DATA_HOME/<index name>, then mirdata's)")
+    parser.add_argument("--no-audio-checksum", action="store_true",
+                        help="accept audio whose md5 differs from mirdata's index (your own rips)")
+    parser.add_argument("--list-mirdata", action="store_true", help="list the collections with chords mirdata knows")
     parser.add_argument("--name", help="dataset name: output goes to <root>/<name> (default: the source's name)")
     parser.add_argument("--root", default="tfrecords", help="folder holding prepared datasets (default: tfrecords)")
     parser.add_argument("--out", help="exact output folder (instead of --root/--name)")
-    parser.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test shares (default: 0.8,0.1,0.1)")
+    parser.add_argument("--split", default="0.8,0.1,0.1",
+                        help="train,valid,test shares (default: 0.8,0.1,0.1), or 'official': the sources' own split")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split assignment (default: 0)")
     parser.add_argument("--songs-per-shard", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU core)")
@@ -39,29 +55,44 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.list_mirdata:
+        return _list_mirdata()
     if args.merge:
         info = preparation.merge_dataset(args.merge)
         _report(pathlib.Path(args.merge), info)
         return 0
-    if not args.source:
-        parser.error("give a source folder or manifest (or --merge DIR)")
+    if not args.sources and not args.mirdata:
+        parser.error("give a source folder or manifest, or --mirdata NAME (or --merge DIR)")
+    for option, values in (("--data-home", args.data_home), ("--version", args.versions), ("--index", args.indexes)):
+        if values and len(values) != len(args.mirdata):
+            parser.error(f"{option} given {len(values)} time(s) for {len(args.mirdata)} --mirdata: once per --mirdata, "
+                         "in the same order, or not at all")
     bad = [o for o in args.overrides if not o.startswith("features.")]
     if bad:
         parser.error(f"only features.* can be set when preparing: {bad}")
     features = config_lib.apply_overrides(config_lib.RunConfig(), args.overrides).features
-    source = pathlib.Path(args.source)
-    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.root) / (args.name or source.stem)
+    sources = [pathlib.Path(s) for s in args.sources] + [
+        mirdata_source.MirdataSource(
+            name, data_home=args.data_home[i] if args.data_home else None,
+            version=args.versions[i] if args.versions else "default",
+            index=args.indexes[i] if args.indexes else None, audio_checksums=not args.no_audio_checksum,
+        )
+        for i, name in enumerate(args.mirdata)
+    ]
+    default_name = sources[0].stem if isinstance(sources[0], pathlib.Path) else sources[0].name
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.root) / (args.name or default_name)
+    official = args.split == "official"
     try:
-        fractions = tuple(float(x) for x in args.split.split(","))
+        fractions = (0.8, 0.1, 0.1) if official else tuple(float(x) for x in args.split.split(","))
         config = preparation.PrepareConfig(
             split_fractions=fractions, seed=args.seed, songs_per_shard=args.songs_per_shard,
-            workers=args.workers, job_index=args.shard, num_jobs=args.num_shards,
+            workers=args.workers, job_index=args.shard, num_jobs=args.num_shards, official_split=official,
         )
         info = preparation.prepare_dataset(
-            source, out, features, config, command=sys.argv if argv is None else ["chordkeras.prepare", *argv],
+            sources, out, features, config, command=sys.argv if argv is None else ["chordkeras.prepare", *argv],
             progress=not args.no_progress,
         )
-    except ValueError as e:
+    except ValueError as e:  # MirdataError included
         print(f"chordkeras.prepare: error: {e}", file=sys.stderr)
         return 2
     if info is None:
@@ -71,9 +102,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _list_mirdata() -> int:
+    try:
+        collections, failed = mirdata_source.chord_collections()
+    except mirdata_source.MirdataError as e:
+        print(f"chordkeras.prepare: error: {e}", file=sys.stderr)
+        return 2
+    print("collections with chord annotations in mirdata (versions: default first):")
+    for c in collections:
+        if not c.has_audio:
+            reads = "no audio: cannot be prepared"
+        elif c.dialect is not None:
+            reads = f"{c.dialect.chords} + {c.dialect.audio_key}: {c.dialect.note}"
+        else:
+            reads = f"chords: {', '.join(c.chord_attributes)}"
+        print(f"  {c.name:<12} {', '.join(c.versions) or '-':<10} {reads}")
+    if failed:
+        print(f"not inspected (their loaders need packages of their own): {', '.join(sorted(failed))}")
+    return 0
+
+
 def _report(out: pathlib.Path, info: dict) -> None:
     splits = ", ".join(f"{s}: {v['songs']} songs / {v['hours']:.2f} h" for s, v in info["splits"].items())
     print(f"prepared {out}: {splits}")
+    for source in info.get("sources", []):
+        kinds = ", ".join(f"{kind} {n}" for kind, n in source["skipped"].items())
+        skipped = sum(source["skipped"].values())
+        print(f"  {source['label']}: {source['found']} found, {source['prepared']} prepared, {skipped} skipped"
+              + (f" ({kinds})" if kinds else ""))
     if info["skipped"]:
         print(f"skipped {len(info['skipped'])} input(s):")
         for item in info["skipped"]:

@@ -397,3 +397,60 @@ def test_two_replicas_add_up_to_the_single_device_loss_and_step():
     assert out["two"] == pytest.approx(out["plain"], rel=1e-5)
     assert out["moved"] > 1e-3  # the step did something ...
     assert out["worst"] < 1e-5  # ... and the same thing on two replicas
+
+
+def test_level_normalisation_by_hand():
+    """Magnitudes (log_scale * |X|) of 2 bins over 4 frames, window 3 (one frame either side).
+
+    Frame levels (mean over bins): 2, 4, 0 (digital silence), 8. Local levels: (2+4)/2 = 3,
+    (2+4+0)/3 = 2, (4+0+8)/3 = 4, (0+8)/2 = 4 (the window stops at the excerpt's ends).
+    Output: log1p(magnitude / local level).
+    """
+    magnitude = np.array([[[1.0, 3.0], [2.0, 6.0], [0.0, 0.0], [16.0, 0.0]]], np.float32)
+    layer = model_lib.LevelNormalization(3, floor=0.0)
+    out = layer(tf.math.log1p(magnitude), tf.ones([1, 4])).numpy()
+    local = np.array([3.0, 2.0, 4.0, 4.0])[None, :, None]
+    np.testing.assert_allclose(out, np.log1p(magnitude / local), rtol=1e-6)
+    assert np.all(out[0, 2] == 0.0)
+    # A masked (padding) frame counts for nothing: with the last frame masked, frame 2's level is 6/2 = 3.
+    masked = layer(tf.math.log1p(magnitude), tf.constant([[1.0, 1.0, 1.0, 0.0]])).numpy()
+    np.testing.assert_allclose(masked[0, 2], 0.0)
+    np.testing.assert_allclose(masked[0, 1], np.log1p(magnitude[0, 1] / 2.0), rtol=1e-6)
+    np.testing.assert_allclose(masked[0, 3], 0.0)
+
+
+@pytest.mark.parametrize("architecture", ["crnn", "transformer"])
+def test_model_outputs_do_not_depend_on_the_playback_level(architecture):
+    """The same magnitudes at 0, -20, -40 and -60 dB give the same logits (float rounding aside)."""
+    config = resolve("tiny", [f"model.architecture={architecture}", "model.transformer_dim=16",
+                              "model.transformer_heads=2"])
+    model = model_lib.build_model(config)
+    rng = np.random.default_rng(0)
+    magnitude = (rng.random((2, 60, config.features.n_bins)) ** 6 * 0.05).astype(np.float32)
+    outputs = []
+    for gain_db in (0, -20, -40, -60):
+        spectrogram = np.log1p(config.features.log_scale * magnitude * 10 ** (gain_db / 20)).astype(np.float32)
+        outputs.append(model(spectrogram, training=False))
+    for other in outputs[1:]:
+        for name in model_lib.OUTPUT_NAMES:
+            np.testing.assert_allclose(other[name].numpy(), outputs[0][name].numpy(), atol=2e-3)
+            assert np.array_equal(np.argmax(other[name], -1), np.argmax(outputs[0][name], -1))
+
+
+def test_digital_silence_says_no_chord():
+    """Frames whose every bin is 0 (or below 1e-6, -160 dB) are N with no root, bass or pitch class;
+    a frame 100 dB down is left to the network."""
+    config = resolve("tiny")
+    model = model_lib.build_model(config)
+    rng = np.random.default_rng(1)
+    spectrogram = np.log1p(100 * rng.random((1, 12, config.features.n_bins)) * 0.05).astype(np.float32)
+    spectrogram[0, 3:6] = 0.0
+    spectrogram[0, 6] = 5e-7
+    spectrogram[0, 7] = np.log1p(100 * 1e-5)               # every bin 100 dB below a full-scale sine: not silent
+    out = model(spectrogram, training=False)
+    silent = [3, 4, 5, 6]
+    np.testing.assert_array_equal(np.argmax(out["chord"][0].numpy()[silent], -1), 0)
+    np.testing.assert_array_equal(np.argmax(out["root"][0].numpy()[silent], -1), vocab.NO_CHORD)
+    np.testing.assert_array_equal(np.argmax(out["bass"][0].numpy()[silent], -1), vocab.NO_CHORD)
+    assert np.all(out["pitches"][0].numpy()[silent] < -1000)
+    assert np.all(np.abs(out["pitches"][0].numpy()[7]) < 1000)

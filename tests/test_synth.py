@@ -146,13 +146,15 @@ def _changes(song):
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.5])
-def test_chord_changes_line_up_with_the_audio(songs, shift):
+def test_chord_changes_line_up_with_the_audio(renderer, shift):
     """At every labelled change the audio has an onset within one frame and its chroma switches chord.
 
-    The shifted run is the control: labels moved by half a second must fail the same test.
+    Clean mixes (no recording chain, whose stages keep the timing: tests/test_recording.py), with
+    built-in voices. The shifted run is the control: labels moved by half a second must fail the same test.
     """
     switched, onset_hits, total = 0, 0, 0
-    for song in songs:
+    for i in range(4):
+        song = generate.make_song(11, i, renderer, SONG_MINUTES, chain=None)
         times, energy = chroma(song.audio, song.sample_rate, n_fft=4096, hop=256)
         onsets = _onset_times(song.audio, song.sample_rate)
         for boundary, before, after in _changes(song):
@@ -394,3 +396,62 @@ def test_several_soundfonts_share_the_music(tmp_path):
         assert (one.parent / row["audio"]).read_bytes() == (two.parent / row["audio"]).read_bytes()
     with pytest.raises(ValueError, match="empty"):
         generate.generate_songs(tmp_path / "three", 1, seed=4, soundfont=[])
+
+
+def test_built_in_voices_change_the_timbre_not_the_labels(renderer):
+    none = generate.make_song(5, 1, renderer, SONG_MINUTES, voice_probability=0.0)
+    every = generate.make_song(5, 1, renderer, SONG_MINUTES, voice_probability=1.0)
+    assert none.voices == () and every.voices
+    pitched = [i for i in none.arrangement.harmony] + [none.arrangement.bass, none.arrangement.melody]
+    assert len(every.voices) == len([p for p in pitched if p is not None])
+    assert every.labels == none.labels and len(every.audio) == len(none.audio)
+    assert not np.allclose(every.audio, none.audio)
+
+
+def test_cli_clean_mixes_without_voices_are_the_clean_songs(tmp_path):
+    """--voices 0 --no-recording-chain writes make_song(chain=None, voice_probability=0) and says so in synth.json."""
+    import soundfile
+
+    from chordkeras.synth import cli
+
+    cli.main(["--out", str(tmp_path / "clean"), "--songs", "1", "--seed", "6", "--minutes-per-song", "0.1",
+              "--workers", "1", "--voices", "0", "--no-recording-chain", "--format", "wav"])
+    settings = json.loads((tmp_path / "clean" / "synth.json").read_text())
+    assert settings["voice_probability"] == 0.0 and settings["recording_chain"] is False
+    song = generate.make_song(6, 0, render.load_renderer(), 0.1, chain=None, voice_probability=0.0)
+    written, rate = soundfile.read(tmp_path / "clean" / "song_00000.wav", dtype="float32")
+    assert rate == 22050
+    np.testing.assert_allclose(written, song.audio, atol=1 / 32768)   # 16-bit PCM
+    with pytest.raises(ValueError, match="voice_probability"):
+        generate.generate_songs(tmp_path / "bad", 1, seed=6, voice_probability=1.5)
+
+
+def _without_program(source, target, program: int):
+    """A copy of a SoundFont whose bank-0 preset `program` is moved to bank 7 (so GM lacks it)."""
+    data = bytearray(source.read_bytes())
+    at = data.find(b"phdr")
+    size = struct.unpack_from("<I", data, at + 4)[0]
+    for offset in range(at + 8, at + 8 + size - 38, 38):
+        preset, bank = struct.unpack_from("<HH", data, offset + 20)
+        if (bank, preset) == (0, program):
+            struct.pack_into("<H", data, offset + 22, 7)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_parts_on_programs_the_font_lacks_go_to_the_built_in_voices(tmp_path):
+    assert soundfont.presets(render.default_soundfont()) >= {(0, p) for p in range(128)} | {(128, 0)}
+    font = _without_program(render.default_soundfont(), tmp_path / "no-piano.sf2", 0)
+    assert (0, 0) not in soundfont.presets(font) and (7, 0) in soundfont.presets(font)
+    with pytest.warns(RuntimeWarning, match="lacks 1 of the 128 General MIDI programs"):
+        lacking = render.SoundFontRenderer(font)
+    assert lacking.programs == frozenset(range(1, 128))
+    songs = [(i, generate.make_song(8, i, lacking, 0.1, voice_probability=0.0)) for i in range(12)]
+    with_piano = [(i, s) for i, s in songs if any(program == 0 for program, _ in s.arrangement.harmony)]
+    assert with_piano, "no song drew a piano part"
+    for i, song in with_piano:
+        assert "additive:0" in song.voices
+    assert all(v.endswith(":0") for _, s in songs for v in s.voices)
+    (tmp_path / "x.sf2").write_bytes(b"RIFF\0\0\0\0WAVEfmt ")
+    with pytest.raises(ValueError, match="not a SoundFont"):
+        soundfont.presets(tmp_path / "x.sf2")

@@ -524,7 +524,7 @@ def arrange(plan: SongPlan, rng: np.random.Generator) -> tuple[pretty_midi.Prett
                 _add(inst, pitch, 80, timing.at(seg.start_beat, humanize=False), timing.at(seg.end_beat, humanize=False) - 0.01)
 
     melody = None
-    if rng.random() < 0.6:
+    if rng.random() < 0.7:
         melody = int(rng.choice(LEAD_PROGRAMS))
         inst = pretty_midi.Instrument(program=melody)
         _play_melody(inst, segments, timing, plan, rng, section_gain)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from chordkeras.synth.generate import AUDIO_FORMATS, SETTINGS_NAME, generate_songs
+from chordkeras.synth.generate import AUDIO_FORMATS, SETTINGS_NAME, VOICE_PROBABILITY, generate_songs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="length of every song in minutes (default: 2-4 minutes, drawn per song)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--format", choices=AUDIO_FORMATS, default="flac", help="audio format")
+    parser.add_argument("--voices", type=float, default=VOICE_PROBABILITY, metavar="P",
+                        help=f"chance that a pitched part is played by a built-in voice (plucked string, singer, "
+                             f"additive) instead of the SoundFont (default {VOICE_PROBABILITY})")
+    parser.add_argument("--no-recording-chain", action="store_true",
+                        help="clean mixes: no simulated room, dynamics, loudspeaker, noise, tape or codec")
     return parser
 
 
@@ -35,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     manifest = generate_songs(args.out, args.songs, args.seed, soundfont=args.soundfont,
                               minutes_per_song=args.minutes_per_song, workers=args.workers,
-                              audio_format=args.format)
+                              audio_format=args.format, voice_probability=args.voices,
+                              recording_chain=not args.no_recording_chain)
     elapsed = time.perf_counter() - start
     settings = json.loads((manifest.parent / SETTINGS_NAME).read_text())
     made = max(args.songs - existing, 0)

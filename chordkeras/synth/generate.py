@@ -22,14 +22,17 @@ from chordkeras import annotations
 from chordkeras.files import atomic_output, read_json, write_json_atomic, write_text_atomic
 from chordkeras.config import FeatureConfig
 from chordkeras.synth import arrange as arrange_lib
-from chordkeras.synth import harmony, render
+from chordkeras.synth import harmony, recording, render, voices
 
 # Bump when a change alters the songs a given seed produces: a folder made by another
 # version is refused instead of being silently mixed.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST_NAME = "manifest.csv"
 SETTINGS_NAME = "synth.json"
 AUDIO_FORMATS = ("flac", "wav")
+# Chance that a pitched part is played by a built-in voice rather than the SoundFont: about two
+# parts in five, so most songs mix both kinds of timbre.
+VOICE_PROBABILITY = 0.4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Song:
     labels: list[tuple[float, float, str]]      # (onset, offset, Harte label), covering the audio
     plan: harmony.SongPlan
     arrangement: arrange_lib.Arrangement
+    voices: tuple[str, ...] = ()                # parts played by built-in voices, e.g. ("singer:73",)
 
 
 def song_rng(seed: int, index: int) -> np.random.Generator:
@@ -51,7 +55,9 @@ def song_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = None,
-              sample_rate: int | None = None) -> Song:
+              sample_rate: int | None = None,
+              chain: recording.ChainRanges | None = recording.TRAINING_CHAIN,
+              voice_probability: float = VOICE_PROBABILITY) -> Song:
     """Plans, arranges, renders and masters one song.
 
     Args:
@@ -60,6 +66,9 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
         renderer: From `render.load_renderer`.
         minutes_per_song: Target length; None draws 2-4 minutes per song.
         sample_rate: Output rate; defaults to FeatureConfig().sample_rate.
+        chain: The recording chain's ranges (`render.master`); None renders a clean mix.
+        voice_probability: Chance that each pitched part is played by a built-in voice (plucked
+            string, singer, additive/FM; `chordkeras.synth.voices`) instead of the renderer.
 
     Returns:
         The Song; its audio lasts exactly as long as its labels.
@@ -71,16 +80,20 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
         raise ValueError(f"minutes_per_song must be positive, got {minutes_per_song}")
     plan = harmony.plan_song(rng, seconds)
     midi, arrangement = arrange_lib.arrange(plan, rng)
+    # Built-in voices render at the output rate and join the mix after the renderer's parts are
+    # resampled (and, for SoundFont parts, possibly formant-shifted).
+    lacking = frozenset(range(128)) - getattr(renderer, "programs", frozenset(range(128)))
+    midi, voiced, voice_names = voices.synthesise_parts(midi, rng, sample_rate, voice_probability, lacking)
     rate = renderer.sample_rate
     if renderer.name == render.SOUNDFONT_RENDERER and rng.random() < 0.4:
         midi, rate = render.formant_shifted(midi, int(rng.choice([-2, -1, 1, 2])), rate, sample_rate)
-    audio = render.master(renderer.render(midi), rate, sample_rate, rng)
+    audio = render.master(renderer.render(midi), rate, sample_rate, rng, chain, voiced)
     samples = int(round(plan.duration * sample_rate))
     audio = np.pad(audio[:samples], (0, max(samples - len(audio), 0)))
     labels = plan.labels()
     end = samples / sample_rate
     labels[-1] = (labels[-1][0], end, labels[-1][2])
-    return Song(audio, sample_rate, labels, plan, arrangement)
+    return Song(audio, sample_rate, labels, plan, arrangement, tuple(voice_names))
 
 
 def usable_cpus() -> int:
@@ -131,7 +144,8 @@ def _work(task: tuple[str, int]) -> int:
     s = _WORKER["settings"]
     renderers = _WORKER["renderers"]
     renderer = renderers[soundfont_index(s["seed"], index, len(renderers))]
-    song = make_song(s["seed"], index, renderer, s["minutes_per_song"], s["sample_rate"])
+    chain = recording.TRAINING_CHAIN if s["recording_chain"] else None
+    song = make_song(s["seed"], index, renderer, s["minutes_per_song"], s["sample_rate"], chain, s["voice_probability"])
     write_song(song, Path(out_dir), index, s["audio_format"])
     return index
 
@@ -157,12 +171,14 @@ def _main_module_hidden():
             setattr(main, name, value)
 
 
-def _settings(seed, minutes_per_song, audio_format, renderers, sample_rate) -> dict:
+def _settings(seed, minutes_per_song, audio_format, renderers, sample_rate, voice_probability, recording_chain) -> dict:
     fonts = [Path(r.soundfont) for r in renderers if r.soundfont is not None]
     return {
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "minutes_per_song": None if minutes_per_song is None else float(minutes_per_song),
+        "voice_probability": float(voice_probability),
+        "recording_chain": bool(recording_chain),
         "audio_format": audio_format,
         "sample_rate": int(sample_rate),
         "renderer": renderers[0].name,
@@ -173,7 +189,8 @@ def _settings(seed, minutes_per_song, audio_format, renderers, sample_rate) -> d
 def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
                    soundfont: os.PathLike | str | Sequence[os.PathLike | str] | None = None,
                    minutes_per_song: float | None = None, workers: int | None = None,
-                   audio_format: str = "flac") -> Path:
+                   audio_format: str = "flac", voice_probability: float = VOICE_PROBABILITY,
+                   recording_chain: bool = True) -> Path:
     """Generates `num_songs` songs (audio + .lab) and a manifest CSV into `out_dir`.
 
     Deterministic for (seed, song index, settings). Songs whose audio and .lab both
@@ -189,6 +206,8 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
         minutes_per_song: Length of every song; None draws 2-4 minutes per song.
         workers: Processes; None uses every available core.
         audio_format: "flac" or "wav".
+        voice_probability: Chance that a pitched part is played by a built-in voice (`make_song`).
+        recording_chain: Whether songs go through the randomised recording chain (else clean mixes).
 
     Returns:
         Path of `manifest.csv` (columns audio,annotation, paths relative to `out_dir`).
@@ -209,7 +228,10 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
         raise ValueError("soundfont is an empty list; pass None for the default SoundFont")
     renderers = [render.load_renderer(font) for font in fonts]
     sample_rate = FeatureConfig().sample_rate
-    settings = _settings(seed, minutes_per_song, audio_format, renderers, sample_rate)
+    if not 0.0 <= voice_probability <= 1.0:
+        raise ValueError(f"voice_probability must be in [0, 1], got {voice_probability}")
+    settings = _settings(seed, minutes_per_song, audio_format, renderers, sample_rate, voice_probability,
+                         recording_chain)
     settings_path = out_dir / SETTINGS_NAME
     if settings_path.exists():
         previous = read_json(settings_path)

@@ -240,13 +240,14 @@ class Style:
 
 
 def draw_style(rng: np.random.Generator) -> Style:
-    jazz = rng.beta(1.0, 3.5)
+    """Most songs are plain triads; a few are jazz-coloured (the sevenths chance has a long tail)."""
+    jazz = rng.beta(0.6, 5.0)
     return Style(
         sevenths=float(np.clip(jazz * 1.1, 0, 0.9)),
-        secondary=float(rng.uniform(0.0, 0.2)),
-        borrowed=float(rng.uniform(0.0, 0.25)),
-        inversions=float(rng.choice([0.0, rng.uniform(0.03, 0.15), rng.uniform(0.15, 0.35)], p=[0.25, 0.5, 0.25])),
-        suspensions=float(rng.uniform(0.0, 0.12)),
+        secondary=float(rng.uniform(0.0, 0.15)),
+        borrowed=float(rng.uniform(0.0, 0.2)),
+        inversions=float(rng.choice([0.0, rng.uniform(0.03, 0.15), rng.uniform(0.15, 0.35)], p=[0.3, 0.5, 0.2])),
+        suspensions=float(rng.uniform(0.0, 0.05)),
     )
 
 
@@ -299,7 +300,8 @@ def _colour(rng: np.random.Generator, chords: list[tuple[int, str, int]], minor:
             options = sevenths.get((root, quality))
             if options is None:
                 options = {"maj": ("7", "maj7"), "min": ("min7",), "dim": ("hdim7", "dim7")}[quality]
-            quality = options[int(rng.integers(len(options)))] if len(options) == 1 or rng.random() < 0.6 else options[-1]
+            # The first colour is the common one (I -> maj7 rather than maj6, i -> min7 rather than min6).
+            quality = options[0] if len(options) == 1 or rng.random() < 0.75 else options[int(rng.integers(1, len(options)))]
             if root == 7 and quality == "7" and rng.random() < 0.1:
                 quality = "aug"                             # V+ resolving up
         if quality in ("maj", "7") and rng.random() < style.suspensions:
@@ -404,7 +406,7 @@ def plan_song(rng: np.random.Generator, target_seconds: float) -> SongPlan:
         The SongPlan; its duration is within a few bars of `target_seconds`.
     """
     tonic = int(rng.integers(12))
-    minor = bool(rng.random() < 0.38)
+    minor = bool(rng.random() < 0.3)
     meter = int(rng.choice(3, p=[0.8, 0.12, 0.08]))
     beats_per_bar, subdivision = [(4, 2), (3, 2), (2, 3)][meter]
     if beats_per_bar == 4 and rng.random() < 0.15:

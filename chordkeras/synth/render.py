@@ -1,12 +1,13 @@
-"""Audio rendering: MIDI through a SoundFont (or an additive fallback), then a random master chain.
+"""Audio rendering: MIDI through a SoundFont (or an additive fallback), then mixing and recording.
 
 `SoundFontRenderer` uses midirenderer (the Rust synthesiser rustysynth shipped as
 wheels; 48 kHz stereo out, its own reverb and chorus; SF3 files are converted to
 SF2 first). `AdditiveRenderer` is a plain harmonic-partials synthesiser used only
 when no SoundFont renderer loads; `load_renderer` warns when it falls back.
 `formant_shifted` optionally changes the samples' timbre by playback speed, and
-`master` resamples, equalises the two stems, mixes to mono, adds reverb, sets the
-level and adds noise, every choice drawn from the song's generator.
+`master` resamples, equalises the two stems, mixes to mono, runs the recording
+chain (`chordkeras.synth.recording`) and sets the level, every choice drawn from
+the song's generator.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import pretty_midi
 import scipy.signal
 
+from chordkeras.synth import recording
 from chordkeras.synth import soundfont as soundfont_files
 
 SOUNDFONT_RENDERER = "midirenderer"
@@ -54,6 +56,13 @@ class SoundFontRenderer:
             raise FileNotFoundError(f"SoundFont not found: {self.soundfont}")
         self._render = midirenderer.render_wave_from
         self._bytes = soundfont_files.as_sf2(self.soundfont).read_bytes()
+        # midirenderer plays a missing preset with another one without a word: the generator gives
+        # parts on the General MIDI programs this font lacks to the built-in voices instead.
+        self.programs = frozenset(program for bank, program in soundfont_files.presets(self.soundfont) if bank == 0)
+        missing = 128 - len(self.programs)
+        if missing:
+            warnings.warn(f"{self.soundfont.name} lacks {missing} of the 128 General MIDI programs; parts on them "
+                          "are played by the built-in voices", RuntimeWarning, stacklevel=2)
 
     def render(self, midi: pretty_midi.PrettyMIDI) -> np.ndarray:
         """Returns float32 [samples, 2] at `sample_rate`, ending at the MIDI's last event."""
@@ -198,64 +207,22 @@ def formant_shifted(midi: pretty_midi.PrettyMIDI, semitones: int, rate: int, sam
     return out, rate * stretch
 
 
-def _colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
-    white = rng.standard_normal(n)
-    color = rng.choice(["white", "pink", "brown"], p=[0.3, 0.5, 0.2])
-    if color == "pink":
-        b = [0.049922035, -0.095993537, 0.050612699, -0.004408786]
-        a = [1.0, -2.494956002, 2.017265875, -0.522189400]
-        white = scipy.signal.lfilter(b, a, white)
-    elif color == "brown":
-        white = scipy.signal.lfilter([1.0], [1.0, -0.995], white)
-    return white / (np.std(white) + 1e-12)
-
-
-def _shelf(kind: str, freq: float, gain_db: float, sr: int) -> np.ndarray:
-    """RBJ-cookbook shelving/peaking biquad as one SOS row."""
-    a_gain = 10 ** (gain_db / 40)
-    w0 = 2 * np.pi * freq / sr
-    cos, alpha = np.cos(w0), np.sin(w0) / 2 / 0.707
-    if kind == "peak":
-        b = [1 + alpha * a_gain, -2 * cos, 1 - alpha * a_gain]
-        a = [1 + alpha / a_gain, -2 * cos, 1 - alpha / a_gain]
-    else:
-        sq = 2 * np.sqrt(a_gain) * alpha
-        sign = 1 if kind == "low" else -1
-        b = [a_gain * ((a_gain + 1) - sign * (a_gain - 1) * cos + sq),
-             sign * 2 * a_gain * ((a_gain - 1) - sign * (a_gain + 1) * cos),
-             a_gain * ((a_gain + 1) - sign * (a_gain - 1) * cos - sq)]
-        a = [(a_gain + 1) + sign * (a_gain - 1) * cos + sq,
-             -sign * 2 * ((a_gain - 1) + sign * (a_gain + 1) * cos),
-             (a_gain + 1) + sign * (a_gain - 1) * cos - sq]
-    return np.concatenate([np.array(b) / a[0], np.array(a) / a[0]])[None, :]
-
-
-def reverb_impulse(rng: np.random.Generator, sample_rate: int, rt60: float, predelay: float) -> np.ndarray:
-    """Synthetic room: exponentially decaying noise (RT60 seconds), high end decaying faster."""
-    n = int((predelay + rt60) * sample_rate)
-    t = np.arange(n) / sample_rate
-    tail = rng.standard_normal(n) * np.exp(-6.91 * np.maximum(t - predelay, 0) / rt60)
-    tail[t < predelay] = 0.0
-    damped = scipy.signal.lfilter([0.35], [1.0, -0.65], tail)
-    mix = np.linspace(0.2, 1.0, n)            # darker as it decays
-    ir = (1 - mix) * tail + mix * damped
-    return ir / (np.sqrt(np.sum(ir**2)) + 1e-12)
-
-
 def _random_eq(rng: np.random.Generator, sr: int) -> np.ndarray:
     """A random mixing-desk EQ: high-pass, optional low-pass, two shelves and maybe a peak, as SOS."""
     sos = [scipy.signal.butter(2, rng.uniform(20, 150), "highpass", fs=sr, output="sos")]
     if rng.random() < 0.5:
         sos.append(scipy.signal.butter(2, np.exp(rng.uniform(np.log(2500), np.log(10000))), "lowpass", fs=sr, output="sos"))
-    sos.append(_shelf("low", rng.uniform(100, 300), rng.uniform(-6, 6), sr))
-    sos.append(_shelf("high", rng.uniform(2500, 6000), rng.uniform(-9, 5), sr))
+    sos.append(recording.biquad("low", rng.uniform(100, 300), rng.uniform(-6, 6), sr))
+    sos.append(recording.biquad("high", rng.uniform(2500, 6000), rng.uniform(-9, 5), sr))
     if rng.random() < 0.5:
-        sos.append(_shelf("peak", np.exp(rng.uniform(np.log(250), np.log(4000))), rng.uniform(-6, 6), sr))
+        sos.append(recording.biquad("peak", np.exp(rng.uniform(np.log(250), np.log(4000))), rng.uniform(-6, 6), sr))
     return np.concatenate(sos)
 
 
-def master(audio: np.ndarray, rate: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Random mix-down and room: per-channel EQ and level, mono, reverb, level, noise.
+def master(audio: np.ndarray, rate: float, sample_rate: int, rng: np.random.Generator,
+           chain: "recording.ChainRanges | None" = recording.TRAINING_CHAIN,
+           extra: np.ndarray | None = None) -> np.ndarray:
+    """Random mix-down and recording: per-stem EQ and level, mono, the recording chain, level.
 
     The arrangement pans every instrument hard left or right, so the two channels
     are two stems (instrument groups) that get their own EQ and level here.
@@ -265,29 +232,32 @@ def master(audio: np.ndarray, rate: float, sample_rate: int, rng: np.random.Gene
         rate: Its sample rate (or the effective rate from `formant_shifted`).
         sample_rate: Output rate.
         rng: The song's generator (all random choices come from it).
+        chain: Ranges of the recording chain (`recording.record`: room, dynamics, loudspeaker,
+            noise, hum, crowd, tape, codec); None for a clean mix (no room, no noise).
+        extra: Optional float [samples, 2] stems at `sample_rate` (the built-in voices), added to
+            the renderer's stems before the mix-down.
 
     Returns:
-        float32 [samples] mono at `sample_rate`, peak below 1.
+        float32 [samples] mono at `sample_rate`, RMS -14 to -26 dBFS, peak below 1.
     """
     channels = audio.T.astype(np.float64)
     if rate != sample_rate:
         ratio = fractions.Fraction(sample_rate / rate).limit_denominator(2000)
         channels = scipy.signal.resample_poly(channels, ratio.numerator, ratio.denominator, axis=1)
+    if extra is not None:
+        extra = np.asarray(extra, np.float64).T
+        if len(channels) == 1:
+            extra = extra.sum(axis=0, keepdims=True)
+        length = max(channels.shape[1], extra.shape[1])
+        channels = np.pad(channels, ((0, 0), (0, length - channels.shape[1])))
+        channels += np.pad(extra, ((0, 0), (0, length - extra.shape[1])))
     sr = sample_rate
     gains = 10 ** (rng.uniform(-6, 6, len(channels)) / 20)
     mono = sum(gain * scipy.signal.sosfilt(_random_eq(rng, sr), channel) for gain, channel in zip(gains, channels))
-    if rng.random() < 0.2:
-        drive = rng.uniform(1.5, 4.0)
-        mono = np.tanh(drive * mono / (np.max(np.abs(mono)) + 1e-12)) / np.tanh(drive) * np.max(np.abs(mono))
-    if rng.random() < 0.85:
-        ir = reverb_impulse(rng, sr, rt60=float(np.exp(rng.uniform(np.log(0.2), np.log(2.2)))), predelay=rng.uniform(0, 0.03))
-        wet = scipy.signal.oaconvolve(mono, ir)[: len(mono)]
-        mix = rng.uniform(0.05, 0.45)
-        mono = (1 - mix) * mono + mix * wet * np.std(mono) / (np.std(wet) + 1e-12)
+    if chain is not None:
+        mono, _ = recording.record(mono, sr, rng, chain)
     level = 10 ** (-rng.uniform(14, 26) / 20)
     mono *= level / (np.sqrt(np.mean(mono**2)) + 1e-12)
-    snr = rng.uniform(25, 65)
-    mono += _colored_noise(rng, len(mono)) * level * 10 ** (-snr / 20)
     peak = np.max(np.abs(mono))
     if peak > 0.98:
         mono *= 0.98 / peak

@@ -54,6 +54,39 @@ def is_sf3(path: os.PathLike | str) -> bool:
     return at >= 0 and struct.unpack_from("<H", head, at + 8)[0] >= 3
 
 
+_PHDR_RECORD = struct.Struct("<20sHHHIII")     # name, preset, bank, bag index, library, genre, morphology
+
+
+def _lists(data: bytes) -> dict[bytes, tuple[int, int]]:
+    if data[:4] != b"RIFF" or data[8:12] != b"sfbk":
+        raise ValueError("not a SoundFont (RIFF sfbk) file")
+    lists = {}
+    for cid, offset, size in _chunks(data, 12, len(data)):
+        if cid == b"LIST":
+            lists[data[offset:offset + 4]] = (offset + 4, offset + size)
+    return lists
+
+
+def presets(path: os.PathLike | str) -> set[tuple[int, int]]:
+    """(bank, program) of every preset in a SoundFont (SF2 or SF3), from its preset headers.
+
+    Renderers such as midirenderer play a missing preset with another one, silently; this is what a
+    caller checks a part's program against. General MIDI melodic presets are bank 0, drum kits bank 128.
+
+    Raises:
+        ValueError: not a SoundFont, or one without preset headers.
+    """
+    data = Path(path).read_bytes()
+    lists = _lists(data)
+    if b"pdta" not in lists:
+        raise ValueError(f"{path}: SoundFont without a pdta list")
+    phdr = next((data[o:o + n] for c, o, n in _chunks(data, *lists[b"pdta"]) if c == b"phdr"), None)
+    if phdr is None:
+        raise ValueError(f"{path}: SoundFont without preset headers (phdr)")
+    records = [_PHDR_RECORD.unpack_from(phdr, i) for i in range(0, len(phdr) - _PHDR_RECORD.size + 1, _PHDR_RECORD.size)]
+    return {(bank, program) for _, program, bank, *_ in records[:-1]}     # the last record ends the list (EOP)
+
+
 def sf3_to_sf2(data: bytes) -> bytes:
     """Converts SF3 bytes to SF2 bytes (samples decoded to 16-bit PCM).
 
@@ -62,12 +95,7 @@ def sf3_to_sf2(data: bytes) -> bytes:
     """
     import soundfile
 
-    if data[:4] != b"RIFF" or data[8:12] != b"sfbk":
-        raise ValueError("not a SoundFont (RIFF sfbk) file")
-    lists = {}
-    for cid, offset, size in _chunks(data, 12, len(data)):
-        if cid == b"LIST":
-            lists[data[offset:offset + 4]] = (offset + 4, offset + size)
+    lists = _lists(data)
     if b"sdta" not in lists or b"pdta" not in lists or b"INFO" not in lists:
         raise ValueError("SoundFont without INFO, sdta or pdta list")
     smpl = next(((o, s) for c, o, s in _chunks(data, *lists[b"sdta"]) if c == b"smpl"), None)
