@@ -148,8 +148,11 @@ def render_and_prepare(font: Font, args, features, progress: bool) -> None:
                 stale.unlink(missing_ok=True)
     font.records.mkdir(parents=True, exist_ok=True)
     files.write_json_atomic(recipe_path, recipe)
+    # Every pitched part from the font (voice_probability 0): a part played by the built-in voices
+    # sounds the same under every font and would hide the difference being measured.
     manifest = synth.generate_songs(font.records / "audio", args.songs, args.seed, soundfont=font.path,
-                                    minutes_per_song=args.minutes_per_song, workers=args.workers)
+                                    minutes_per_song=args.minutes_per_song, workers=args.workers,
+                                    voice_probability=0.0)
     if not (font.records / records.DATASET_INFO).exists():
         config = preparation.PrepareConfig(split_fractions=(0.0, 0.0, 1.0), workers=args.workers or 0)
         preparation.prepare_dataset(manifest, font.records, features, config,

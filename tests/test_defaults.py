@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from chordkeras import defaults, files, records
+from chordkeras import defaults, files, records, synth
 from chordkeras.config import FeatureConfig
 
 pytestmark = pytest.mark.slow  # songs generated and prepared
@@ -23,7 +23,7 @@ def built_in(tmp_path_factory):
 def test_first_call_generates_and_prepares(built_in):
     recipe = files.read_json(built_in / "synth_recipe.json")
     assert recipe == {"songs": 3, "seed": defaults.DEFAULT_SEED, "minutes_per_song": defaults.DEFAULT_MINUTES_PER_SONG,
-                      "features": dataclasses.asdict(FEATURES)}
+                      "generator_version": synth.GENERATOR_VERSION, "features": dataclasses.asdict(FEATURES)}
     info = records.read_dataset_info(built_in)
     assert sum(split["songs"] for split in info["splits"].values()) == 3
     assert info["skipped"] == []
