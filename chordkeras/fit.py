@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"chordkeras.fit: error: {e}", file=sys.stderr)
         return 2
+    # Imported once the arguments are good: --help and argument errors need no TensorFlow.
     from chordkeras import defaults, train
 
     try:

@@ -9,6 +9,8 @@ import tensorflow as tf
 from chordkeras import config as config_lib
 from chordkeras import export, features, fit, train
 
+pytestmark = pytest.mark.slow  # real fits and exports
+
 
 def _config(**train_overrides):
     config = config_lib.resolve("tiny", ["data.excerpt_seconds=2.0", "data.batch_size=8", "data.excerpts_per_song=8",
