@@ -50,8 +50,8 @@ class FeatureConfig:
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
-    def num_frames(self, num_samples: int) -> int:
-        """Frames for `num_samples` samples at `sample_rate` (centred frames)."""
+    def num_frames(self, num_samples):
+        """Frames for `num_samples` samples at `sample_rate` (centred frames); an int or an integer tensor."""
         return 1 + num_samples // self.hop_length
 
     def frame_times(self, num_frames: int) -> list[float]:

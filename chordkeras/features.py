@@ -143,7 +143,7 @@ def log_spectrogram(audio, config: FeatureConfig = FeatureConfig()) -> tf.Tensor
         magnitude = tf.abs(stft[..., : band.weights.shape[0]])
         parts.append(tf.matmul(magnitude, tf.constant(band.weights)))
     spectrogram = tf.math.log1p(config.log_scale * tf.concat(parts, axis=-1))
-    out_shape = tf.concat([shape[:-1], [1 + num_samples // config.hop_length, config.n_bins]], axis=0)
+    out_shape = tf.concat([shape[:-1], [config.num_frames(num_samples), config.n_bins]], axis=0)
     spectrogram = tf.reshape(spectrogram, out_shape)
     if audio.shape.rank is not None:
         spectrogram.set_shape(audio.shape[:-1].concatenate([None, config.n_bins]))
