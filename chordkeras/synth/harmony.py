@@ -32,8 +32,6 @@ QUALITY_INTERVALS: dict[str, tuple[int, ...]] = {
     "sus4": (0, 5, 7),
 }
 
-# Harte scale-degree names of a chord tone used as the bass of a slash chord.
-_DEGREE_NAMES = {2: "2", 3: "b3", 4: "3", 5: "4", 6: "b5", 7: "5", 8: "#5", 9: "6", 10: "b7", 11: "7"}
 
 # Inversions that annotators actually write, per quality (dim7 and minmaj7 are
 # left in root position: their inversions are spelled inconsistently).
@@ -99,7 +97,7 @@ class Chord:
         name = (FLAT_NAMES if flats else SHARP_NAMES)[self.root]
         text = f"{name}:{self.quality}"
         if self.bass:
-            text += "/" + _DEGREE_NAMES[self.bass]
+            text += "/" + vocab.DEGREE_NAMES[self.bass]
         return text
 
 
