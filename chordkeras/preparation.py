@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import multiprocessing
 import os
@@ -428,7 +429,10 @@ def prepare_dataset(
     plans = plan_shards(assign_splits(inputs, config.split_fractions, config.seed), config.songs_per_shard)
     meta = {"features": dataclasses.asdict(features), "prepare": dataclasses.asdict(config),
             "source": " + ".join(d["label"] for d in described), "sources": described,
-            "command": list(command) if command is not None else None}
+            "command": list(command) if command is not None else None,
+            # Every job plans the same shards: each summary names all of them, so a merge knows
+            # which shards to expect even of a split that no job has written yet.
+            "split_shards": {split: sum(p.split == split for p in plans) for split in records.SPLITS}}
     _check_existing(out, meta["features"])
     mine = [p for p in plans if p.ordinal % config.num_jobs == config.job_index]
     todo = [p for p in mine if not _shard_complete(out, p)]
@@ -472,22 +476,40 @@ def _check_existing(out: pathlib.Path, features: dict) -> None:
 
 
 def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Writes `dataset.json` from the shard summaries; refuses while shards are missing."""
+    """Writes `dataset.json` from the shard summaries; refuses while shards are missing.
+
+    Raises:
+        ValueError: naming the missing shards (of every split, also of a split no job wrote),
+            or a summary that cannot be read.
+    """
     out = pathlib.Path(out_dir)
-    summaries = [records.read_json(p) for p in sorted(out.glob("*.tfrecord.json"))]
+    if not out.is_dir():
+        raise ValueError(f"{out}: no such folder")
+    summaries = [_read_summary(p) for p in sorted(out.glob("*.tfrecord.json"))]
     if not summaries:
         raise ValueError(f"{out}: no shard summaries (*.tfrecord.json); nothing was prepared here")
     missing = [s["shard"] for s in summaries if not (out / s["shard"]).exists()]
-    expected = set()
     by_split: dict[str, list[dict]] = collections.defaultdict(list)
     for s in summaries:
         by_split[s["split"]].append(s)
-    for split, items in by_split.items():
-        num_shards = int(items[0]["shard"].removesuffix(".tfrecord").rsplit("-of-", 1)[1])
-        expected |= {records.shard_name(split, i, num_shards) for i in range(num_shards)}
+    plans = {json.dumps(s["split_shards"], sort_keys=True) for s in summaries if "split_shards" in s}
+    if len(plans) > 1:
+        raise ValueError(f"{out}: its shard summaries come from different preparations (other songs, split or "
+                         "shard size); prepare into a new folder")
+    if plans:
+        split_shards = json.loads(plans.pop())
+    else:
+        # Summaries written before the plan was recorded: only the splits that have one are known.
+        split_shards = {split: int(items[0]["shard"].removesuffix(".tfrecord").rsplit("-of-", 1)[1])
+                        for split, items in by_split.items()}
+    expected = {records.shard_name(split, i, n) for split, n in split_shards.items() for i in range(n)}
     missing += sorted(expected - {s["shard"] for s in summaries})
     if missing:
-        raise ValueError(f"{out}: shards not yet complete: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        jobs = summaries[0]["prepare"].get("num_jobs", 1)
+        raise ValueError(
+            f"{out}: {len(missing)} shard(s) not yet complete: {', '.join(missing[:10])}"
+            f"{' ...' if len(missing) > 10 else ''}; run the preparation job(s) that write them"
+            + (f" (one of --num-shards {jobs} jobs each)" if jobs > 1 else "") + ", then merge again")
     features = summaries[0]["features"]
     for s in summaries:
         if s["features"] != features:
@@ -521,6 +543,17 @@ def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
     }
     records.write_json_atomic(out / records.DATASET_INFO, info)
     return info
+
+
+def _read_summary(path: pathlib.Path) -> dict[str, Any]:
+    try:
+        summary = records.read_json(path)
+        if not isinstance(summary, dict) or not {"shard", "split", "prepare"} <= summary.keys():
+            raise ValueError("not a shard summary (no shard, split or prepare key)")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable shard summary ({e}); delete it and the shard next to it, and run "
+                         "the preparation again to rewrite both") from None
+    return summary
 
 
 def _source_counts(summaries: list[dict], song_sources: dict[str, str]) -> list[dict]:

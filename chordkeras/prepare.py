@@ -58,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_mirdata:
         return _list_mirdata()
     if args.merge:
-        info = preparation.merge_dataset(args.merge)
+        try:
+            info = preparation.merge_dataset(args.merge)
+        except ValueError as e:
+            print(f"chordkeras.prepare: error: {e}", file=sys.stderr)
+            return 2
         _report(pathlib.Path(args.merge), info)
         return 0
     if not args.sources and not args.mirdata:
