@@ -20,6 +20,7 @@ import math
 import multiprocessing
 import os
 import pathlib
+import shlex
 import sys
 import time
 from typing import Any, Iterable, Iterator, Sequence
@@ -34,6 +35,8 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 ANNOTATION_EXTENSIONS = (".lab", ".jams")
 # An annotation may run past the end of the audio by this much (rounding in label files).
 END_TOLERANCE_SECONDS = 0.5
+# The command recorded in the built-in dataset's dataset.json (chordkeras.defaults).
+BUILT_IN_COMMAND = "chordkeras.fit (built-in dataset)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,7 +366,102 @@ def _write_shard(folder: pathlib.Path, plan: _ShardPlan, results: Iterable[tuple
 
 
 def _shard_complete(folder: pathlib.Path, plan: _ShardPlan) -> bool:
-    return (folder / plan.name).exists() and (folder / f"{plan.name}.json").exists()
+    """The shard and its summary exist and every record passes its checksum; a damaged one is named."""
+    shard, summary = folder / plan.name, folder / f"{plan.name}.json"
+    if not (shard.exists() and summary.exists()):
+        return False
+    problem = _shard_problem(shard, summary)
+    if problem is not None:
+        print(f"chordkeras.prepare: {problem}; rewriting it from the source audio", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def _shard_problem(shard: pathlib.Path, summary: pathlib.Path | None) -> str | None:
+    """What is wrong with one shard (checksums, record count against its summary), or None."""
+    try:
+        count = records.count_records(shard)
+    except records.DamagedShardError as e:
+        return str(e)
+    if summary is None or not summary.exists():
+        return None
+    try:
+        expected = len(records.read_json(summary)["songs"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{summary}: unreadable shard summary ({e})"
+    if count != expected:
+        return f"{shard}: damaged shard ({count} records, its summary lists {expected} songs)"
+    return None
+
+
+def verify_dataset(out_dir: str | os.PathLike) -> tuple[int, list[str]]:
+    """Checks a prepared dataset without changing it: every shard's records and checksums.
+
+    Every `*.tfrecord` is read to the end with its length and data CRCs verified and its record
+    count compared with its summary; shards that the summaries (or dataset.json) expect but that
+    are absent are reported too.
+
+    Returns:
+        (shards checked, problems): each problem a line naming the file and what is wrong.
+    """
+    out = pathlib.Path(out_dir)
+    if not out.is_dir():
+        raise ValueError(f"{out}: no such folder")
+    shards = sorted(out.glob("*-of-*.tfrecord"))
+    if not shards:
+        raise ValueError(f"{out}: no shards (*-NNNNN-of-NNNNN.tfrecord); not a prepared dataset")
+    problems = []
+    for shard in shards:
+        summary = out / f"{shard.name}.json"
+        problem = _shard_problem(shard, summary if summary.exists() else None)
+        if problem is not None:
+            problems.append(problem)
+    expected = set()
+    for summary in sorted(out.glob("*.tfrecord.json")):
+        try:
+            split_shards = records.read_json(summary).get("split_shards", {})
+        except (OSError, ValueError, AttributeError) as e:
+            problems.append(f"{summary}: unreadable shard summary ({e})")
+            continue
+        expected |= {records.shard_name(split, i, n) for split, n in split_shards.items() for i in range(n)}
+    problems += [f"{out / name}: missing" for name in sorted(expected - {p.name for p in shards})]
+    if not (out / records.DATASET_INFO).exists():
+        problems.append(f"{out / records.DATASET_INFO}: missing (merge with python -m chordkeras.prepare --merge {out})")
+    return len(shards), problems
+
+
+def damaged_shards(out_dir: str | os.PathLike) -> list[records.DamagedShardError]:
+    """The shards of a dataset whose records fail their checksums (no summaries needed)."""
+    found = []
+    for shard in sorted(pathlib.Path(out_dir).glob("*-of-*.tfrecord")):
+        try:
+            records.count_records(shard)
+        except records.DamagedShardError as e:
+            found.append(e)
+    return found
+
+
+def repair_hint(out_dir: str | os.PathLike) -> str:
+    """How to rewrite the damaged shards of a dataset from its source audio, in one sentence."""
+    out = pathlib.Path(out_dir)
+    try:
+        info = records.read_dataset_info(out)
+    except (OSError, ValueError):
+        info = {}
+    command = info.get("command") or []
+    jobs = (info.get("prepare") or {}).get("num_jobs", 1)
+    if command and (command[0] == "chordkeras.prepare" or pathlib.PurePath(command[0]).name == "prepare.py"):
+        args = " ".join(shlex.quote(a) for a in command[1:])
+        again = (f"run its preparation again (python -m chordkeras.prepare {args})" if jobs == 1 else
+                 f"run the preparation job that wrote it again (of {jobs}; job 0 was python -m chordkeras.prepare "
+                 f"{args}), then --merge")
+        return (f"{again}: it rewrites damaged shards from the source audio; "
+                f"python -m chordkeras.prepare --verify {out} checks the result")
+    if command[:1] == [BUILT_IN_COMMAND]:
+        return (f"delete {out / records.DATASET_INFO} and run the same command again: the preparation then "
+                "rewrites damaged shards from the generated audio")
+    return (f"prepare it again from its source audio (python -m chordkeras.prepare SOURCE --out {out}): that "
+            "rewrites damaged shards and keeps the intact ones")
 
 
 def gather_inputs(sources, out: pathlib.Path, official_split: bool = False) -> tuple[list[SongInput], list[dict]]:

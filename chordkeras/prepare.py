@@ -5,6 +5,7 @@ Examples:
     python -m chordkeras.prepare manifest.csv --name mysongs --workers 8
     python -m chordkeras.prepare songs/ --name big --shard 0 --num-shards 4   # one of 4 jobs
     python -m chordkeras.prepare --merge tfrecords/big                         # after all jobs
+    python -m chordkeras.prepare --verify tfrecords/big                        # check, change nothing
     python -m chordkeras.prepare --mirdata beatles --data-home ~/mir_datasets/beatles --name beatles
     python -m chordkeras.prepare songs/ --mirdata billboard --mirdata guitarset --name mixed
     python -m chordkeras.prepare --list-mirdata
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", type=int, default=0, help="this job's index when preparing in several jobs")
     parser.add_argument("--num-shards", type=int, default=1, help="number of parallel jobs")
     parser.add_argument("--merge", metavar="DIR", help="write DIR/dataset.json from the shards of all jobs")
+    parser.add_argument("--verify", metavar="DIR",
+                        help="check every shard of DIR (record checksums, counts) without changing anything; "
+                             "exit status 1 when something is damaged or missing")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="features.KEY=VALUE",
                         help="feature config override, e.g. --set features.hop_length=1024")
     parser.add_argument("--no-progress", action="store_true")
@@ -57,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list_mirdata:
         return _list_mirdata()
+    if args.verify:
+        return _verify(pathlib.Path(args.verify))
     if args.merge:
         try:
             info = preparation.merge_dataset(args.merge)
@@ -103,6 +109,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"job {args.shard} of {args.num_shards} done; after all jobs: python -m chordkeras.prepare --merge {out}")
         return 0
     _report(out, info)
+    return 0
+
+
+def _verify(folder: pathlib.Path) -> int:
+    try:
+        checked, problems = preparation.verify_dataset(folder)
+    except ValueError as e:
+        print(f"chordkeras.prepare: error: {e}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"chordkeras.prepare: {problem}", file=sys.stderr)
+    if problems:
+        print(f"chordkeras.prepare: {folder}: {len(problems)} problem(s) in {checked} shard(s); to repair, "
+              f"{preparation.repair_hint(folder)}", file=sys.stderr)
+        return 1
+    print(f"{folder}: {checked} shard(s) verified, every record intact")
     return 0
 
 

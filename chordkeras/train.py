@@ -235,7 +235,27 @@ def train(
 
     Returns:
         FitResult with the history, test metrics and export folder.
+
+    Raises:
+        ValueError: the config, run folder or dataset does not fit, or a shard is damaged (the
+            message names it and says how to rewrite it).
     """
+    try:
+        return _train(config, dataset_dir, run_dir, strategy=strategy, data_service=data_service, command=command,
+                      export=export, verbose=verbose, callbacks=callbacks)
+    except tf.errors.DataLossError as e:
+        # TF names only the byte offset ("corrupted record at 94595"): find the shard by reading them all.
+        from chordkeras import preparation
+
+        damaged = preparation.damaged_shards(dataset_dir)
+        if not damaged:
+            raise
+        raise ValueError(f"{'; '.join(str(d) for d in damaged)}; to repair, "
+                         f"{preparation.repair_hint(dataset_dir)}") from e
+
+
+def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, command, export, verbose,
+           callbacks) -> FitResult:
     from chordkeras import model as model_lib
 
     run_dir = pathlib.Path(run_dir)

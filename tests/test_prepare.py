@@ -223,3 +223,56 @@ def test_merge_of_a_damaged_summary_or_no_folder_is_one_line(songs, tmp_path):
         preparation.merge_dataset(out)
     with pytest.raises(ValueError, match="no such folder"):
         preparation.merge_dataset(tmp_path / "absent")
+
+
+def _damage(path, at=None):
+    """Zeroes 64 bytes in the middle of a file, as a bad disk sector or a bad copy would."""
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2 if at is None else at
+    data[at:at + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_shard_is_named_by_verify_and_rewritten_by_a_second_run(songs, tmp_path):
+    out = tmp_path / "out"
+    config = preparation.PrepareConfig(split_fractions=(2, 1, 1), songs_per_shard=1, workers=1)
+    preparation.prepare_dataset(songs, out, FEATURES, config, progress=False)
+    victim = out / "train-00001-of-00002.tfrecord"
+    intact = victim.read_bytes()
+    assert preparation.verify_dataset(out) == (4, [])
+    _damage(victim)
+    checked, problems = preparation.verify_dataset(out)
+    assert checked == 4 and len(problems) == 1
+    # One song per shard: the only record's data starts at byte 12 (after its length and the length's CRC)
+    # and fails its CRC.
+    assert problems[0] == f"{victim}: damaged shard (corrupted record at 12)"
+    result = _run_cli("chordkeras.prepare", "--verify", str(out))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"chordkeras.prepare: {victim}: damaged shard (corrupted record at 12)"
+    assert lines[1].startswith(f"chordkeras.prepare: {out}: 1 problem(s) in 4 shard(s); to repair, ")
+    # --verify changed nothing.
+    assert victim.read_bytes() != intact
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
+    preparation.prepare_dataset(songs, out, FEATURES, config, progress=False)
+    assert victim.read_bytes() == intact
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
+    assert [n for n in after if after[n] != before[n]] == [victim.name]
+    result = _run_cli("chordkeras.prepare", "--verify", str(out))
+    assert (result.returncode, result.stdout) == (0, f"{out}: 4 shard(s) verified, every record intact\n")
+
+
+def test_verify_names_a_truncated_shard_and_a_missing_one(songs, tmp_path):
+    out = tmp_path / "out"
+    config = preparation.PrepareConfig(split_fractions=(2, 1, 1), songs_per_shard=2, workers=1)
+    preparation.prepare_dataset(songs, out, FEATURES, config, progress=False)
+    train = out / "train-00000-of-00001.tfrecord"
+    # Cut after the first of two records (8-byte length, 4-byte CRC, data, 4-byte CRC): the records that
+    # are left pass their checksums, only the count against the summary shows the loss.
+    first = 16 + int.from_bytes(train.read_bytes()[:8], "little")
+    train.write_bytes(train.read_bytes()[:first])
+    (out / "test-00000-of-00001.tfrecord").unlink()
+    checked, problems = preparation.verify_dataset(out)
+    assert checked == 2
+    assert problems == [f"{train}: damaged shard (1 records, its summary lists 2 songs)",
+                        f"{out / 'test-00000-of-00001.tfrecord'}: missing"]
