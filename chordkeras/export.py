@@ -91,11 +91,17 @@ def export_model(model: keras.Model, config: RunConfig, out_dir: str | os.PathLi
     """Writes saved_model/, model.keras and model_card.json into `out_dir` (replacing an old export).
 
     Everything is written into a temporary folder first and renamed at the end, so an export folder
-    under its final name is always complete. With saved_model=False only the .keras model and the
+    under its final name is always complete (a kill between moving the old export aside and renaming
+    the new one leaves the old one complete in `<out>.previous`, put back by the next export). With saved_model=False only the .keras model and the
     card are written.
     """
     out = pathlib.Path(out_dir)
     tmp = out.with_name(out.name + ".incomplete")
+    previous = out.with_name(out.name + ".previous")
+    if previous.exists() and not out.exists():
+        # Killed between the two renames below: the previous export is complete, put it back.
+        os.replace(previous, out)
+    shutil.rmtree(previous, ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     inference = float32_copy(model, config)
@@ -111,9 +117,12 @@ def export_model(model: keras.Model, config: RunConfig, out_dir: str | os.PathLi
         )
         archive.write_out(str(tmp / SAVED_MODEL), verbose=False)
     records.write_json_atomic(tmp / MODEL_CARD, model_card(config, metrics, data_info, dataset_dir))
+    # A folder cannot be replaced in one rename: the old export steps aside under another name first,
+    # so at every instant one complete export exists (under `out`, or `out.previous` until the next export).
     if out.exists():
-        shutil.rmtree(out)
+        os.replace(out, previous)
     os.replace(tmp, out)
+    shutil.rmtree(previous, ignore_errors=True)
     return out
 
 

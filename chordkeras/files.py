@@ -34,6 +34,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def replace_synced(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Flushes the finished file `tmp` to disk, then renames it to `path` (same folder: atomic)."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Writes `obj` as indented, key-sorted JSON, atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
