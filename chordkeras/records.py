@@ -162,7 +162,11 @@ def read_dataset_info(folder: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    """Reads a JSON file; a damaged one raises ValueError naming the file."""
+    try:
+        return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 write_json_atomic = files.write_json_atomic
