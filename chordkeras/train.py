@@ -1,7 +1,7 @@
 """The library function behind `python -m chordkeras.fit`: one training run in one run folder.
 
 A run folder holds config.json and command.txt (checked when a run resumes), checkpoints/
-(best weights by the validation monitor), backup/ (BackupAndRestore: an interrupted run resumes
+(best weights by the validation monitor), backup/ (see `Backup`: an interrupted run resumes
 at its last finished epoch), logs/ (TensorBoard), history.csv, training_curves.png, test
 metrics, and export/ (SavedModel taking raw audio, .keras model and model card).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import pathlib
@@ -216,8 +217,6 @@ def resume_history(run_dir: pathlib.Path, epochs_done: int) -> list[dict[str, st
         rows = [row for row in reader if row.get("epoch", "").isdigit()]
     kept = [row for row in rows if int(row["epoch"]) < epochs_done]
     if len(kept) != len(rows):
-        import io
-
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
@@ -426,12 +425,12 @@ def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, c
         print(f"chordkeras.fit: resuming after epoch {epochs_done} from {backup.backup_dir}", flush=True)
     # First, so that backups and checkpoints hold the averaged statistics; the backup last (see Backup).
     all_callbacks = [AverageMovingStatistics()] + _callbacks(config, run_dir, data.steps_per_epoch, chief, verbose)
+    # The best value so far comes back from the history, or the resumed run's first epoch would
+    # replace a better checkpoint.
+    monitored = [float(row[config.train.monitor]) for row in kept_rows if row.get(config.train.monitor)]
     for callback in all_callbacks:
-        # The best value so far comes back from the history, or the resumed run's first epoch would
-        # replace a better checkpoint.
-        values = [float(row[config.train.monitor]) for row in kept_rows if row.get(config.train.monitor)]
-        if isinstance(callback, AtomicModelCheckpoint) and values:
-            callback.best = max(values)
+        if isinstance(callback, AtomicModelCheckpoint) and monitored:
+            callback.best = max(monitored)
     all_callbacks += list(callbacks) + [backup]
     if backup.finished():
         print("chordkeras.fit: training finished before the interruption; testing and exporting", flush=True)
