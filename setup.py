@@ -18,7 +18,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
-    packages=find_packages(include=["chordkeras", "chordkeras.*", "tuning"]),
+    packages=find_packages(include=["chordkeras", "chordkeras.*"]),
     python_requires=">=3.10,<3.13",
     install_requires=[
         # The TensorFlow 2.16 line is the one on which every package below still loads:

@@ -8,8 +8,10 @@ prints WCSR (root, majmin, sevenths) per font with the majmin drop from the firs
 
 Default fonts: TimGM6mb.sf2 (pretty_midi's, what the built-in data is rendered with), FluidR3_GM.sf2
 (Debian fluid-soundfont-gm) and MuseScore_General_Lite.sf3 (Debian musescore-general-soundfont-small);
-the Debian ones are installed with apt-get when missing. Without --model, the default model is
-trained first (`chordkeras.fit`, built-in data) into --run-dir. Every stage resumes: songs already
+the Debian ones must be installed first (`sudo apt-get install fluid-soundfont-gm
+musescore-general-soundfont-small`): the benchmark installs nothing, it names a missing font's
+package. Without --model, the default model is trained first (`chordkeras.fit`, built-in data)
+into --run-dir. Every stage resumes: songs already
 rendered and shards already prepared are kept. Run from the repository root:
 
     python benchmarks/generalisation.py --model runs/synth-default-default/export
@@ -26,8 +28,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
-import subprocess
 import sys
 import time
 
@@ -82,29 +82,18 @@ def _parse(argv):
 
 
 def ensure_soundfont(path: str, package: str | None) -> pathlib.Path:
-    """The SoundFont file, installing its Debian package with apt-get when it is missing.
+    """The SoundFont file; when it is missing, says which Debian package holds it and how to install it.
 
     Raises:
-        ValueError: the file is missing and cannot be installed here.
+        ValueError: the file is missing.
     """
     target = pathlib.Path(path)
-    if target.is_file() or package is None:
+    if target.is_file():
         return target
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise ValueError(f"{target} is missing and apt-get is not available: install {package} or pass --soundfont")
-    prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
-    if prefix is None:
-        raise ValueError(f"{target} is missing; installing {package} needs root: install it or pass --soundfont")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    print(f"installing {package} (for {target}) with apt-get", file=sys.stderr, flush=True)
-    for command in ([apt, "update", "-q"], [apt, "install", "-y", "-q", "--no-install-recommends", package]):
-        done = subprocess.run(prefix + command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            raise ValueError(f"{' '.join(command[:2])} failed for {package}: {done.stderr.strip()[-500:]}")
-    if not target.is_file():
-        raise ValueError(f"{package} is installed but {target} is not there; pass --soundfont")
-    return target
+    if package is None:
+        raise ValueError(f"{target}: SoundFont not found")
+    raise ValueError(f"{target} is missing: it comes with the Debian/Ubuntu package {package} "
+                     f"(sudo apt-get install {package}), or pass other fonts with --soundfont")
 
 
 def font_key(path: pathlib.Path) -> str:
@@ -139,14 +128,14 @@ def training_data(card: dict) -> dict:
 
 def render_and_prepare(font: Font, args, features, progress: bool) -> None:
     """Renders the held-out songs with one font and prepares them as a test-only dataset (both resume)."""
-    from chordkeras import preparation, records, synth
+    from chordkeras import files, preparation, records, synth
 
     recipe = {"songs": args.songs, "seed": args.seed, "minutes_per_song": args.minutes_per_song,
               "soundfont": font.path.name, "soundfont_bytes": font.path.stat().st_size,
               "features": dataclasses.asdict(features)}
     recipe_path = font.records / "generalisation_recipe.json"
     if recipe_path.exists():
-        previous = records.read_json(recipe_path)
+        previous = files.read_json(recipe_path)
         changed = sorted(k for k in recipe if previous.get(k) != recipe[k])
         if set(changed) - {"songs"}:
             raise ValueError(f"{font.records} holds songs made with other settings ({', '.join(changed)}); "
@@ -158,9 +147,12 @@ def render_and_prepare(font: Font, args, features, progress: bool) -> None:
                           font.records / records.DATASET_INFO]:
                 stale.unlink(missing_ok=True)
     font.records.mkdir(parents=True, exist_ok=True)
-    records.write_json_atomic(recipe_path, recipe)
+    files.write_json_atomic(recipe_path, recipe)
+    # Every pitched part from the font (voice_probability 0): a part played by the built-in voices
+    # sounds the same under every font and would hide the difference being measured.
     manifest = synth.generate_songs(font.records / "audio", args.songs, args.seed, soundfont=font.path,
-                                    minutes_per_song=args.minutes_per_song, workers=args.workers)
+                                    minutes_per_song=args.minutes_per_song, workers=args.workers,
+                                    voice_probability=0.0)
     if not (font.records / records.DATASET_INFO).exists():
         config = preparation.PrepareConfig(split_fractions=(0.0, 0.0, 1.0), workers=args.workers or 0)
         preparation.prepare_dataset(manifest, font.records, features, config,
@@ -179,7 +171,7 @@ def check_same_songs(fonts: list[Font], num_songs: int, features) -> dict:
     Raises:
         ValueError: a song is missing from a font or its labels differ between fonts.
     """
-    from chordkeras import evaluate
+    from chordkeras import records
 
     from chordkeras.synth.generate import song_names
 
@@ -194,7 +186,7 @@ def check_same_songs(fonts: list[Font], num_songs: int, features) -> dict:
     bins = np.arange(features.n_bins)
     hz = features.fmin * 2.0 ** (bins / features.bins_per_octave)
     for font in fonts:
-        songs = {s["song_id"]: s for s in evaluate.record_songs(font.records, "test")}
+        songs = {s["song_id"]: s for s in records.read_songs(font.records, "test")}
         these = {k: (s["chord"], s["root"], s["bass"]) for k, s in songs.items()}
         if labels is None:
             labels = these
@@ -239,7 +231,7 @@ def main(argv=None) -> int:
     args = _parse(argv)
     started = time.perf_counter()
     seconds = {}
-    from chordkeras import evaluate, records
+    from chordkeras import files, inference, scoring
     from chordkeras.config import feature_config_from_dict
 
     try:
@@ -263,7 +255,7 @@ def main(argv=None) -> int:
         tick = time.perf_counter()
         model_path = pathlib.Path(args.model) if args.model else _default_model(pathlib.Path(args.run_dir))
         seconds["train"] = time.perf_counter() - tick
-        card = records.read_json(model_path / "model_card.json")
+        card = files.read_json(model_path / "model_card.json")
         features = feature_config_from_dict(card["features"])
         trained_on = training_data(card)
         if trained_on.get("seed") == args.seed:
@@ -290,9 +282,9 @@ def main(argv=None) -> int:
         tick = time.perf_counter()
         rows = []
         for font in fonts:
-            results = evaluate.evaluate_model_on_records(model_path, font.records, "test",
+            results = inference.evaluate_model_on_records(model_path, font.records, "test",
                                                          progress=not args.no_progress)
-            json_path, _ = evaluate.write_results(results, out / font.key)
+            json_path, _ = scoring.write_results(results, out / font.key)
             rows.append({
                 "soundfont": font.path.name, "key": font.key, "path": str(font.path), "records": str(font.records),
                 "songs": results["num_songs"], "hours": results["total_duration"] / 3600,
@@ -327,7 +319,8 @@ def main(argv=None) -> int:
         d = row["song_majmin_drop_points"]
         print(f"{row['soundfont']}: per-song majmin drop median {d['median']:+.2f}, max {d['max']:+.2f} points, "
               f"{d['songs_over_10']} of {row['songs']} songs lose more than 10")
-    evaluate.write_text_atomic(out / "generalisation.json", json.dumps(summary, indent=2, default=float) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    files.write_text_atomic(out / "generalisation.json", json.dumps(summary, indent=2, default=float) + "\n")
     print(f"\n{seconds['total']:.0f} s (render+prepare {seconds['render_and_prepare']:.0f} s, evaluate "
           f"{seconds['evaluate']:.0f} s); wrote {out / 'generalisation.json'}")
     return 0

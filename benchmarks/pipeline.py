@@ -92,7 +92,7 @@ def run(folder, config, steps: int, warmup: int) -> dict:
     from chordkeras import devices, model as model_lib, train as train_lib
 
     device = devices.detect_device()
-    policy = model_lib.set_precision(config.train.mixed_precision, device.kind)
+    policy = devices.set_precision(config.train.mixed_precision, device.kind)
     batch = config.data.batch_size
     seconds_per_excerpt = config.data.excerpt_seconds
 

@@ -1,6 +1,6 @@
 """Transcription speed: time to transcribe a 4-minute song once the model is loaded.
 
-Times `chordkeras.predict` after loading and one warm-up run (which traces the TF functions),
+Times `chordkeras.inference` after loading and one warm-up run (which traces the TF functions),
 stage by stage:
   features  log-frequency spectrogram, in chunks (`Transcriber.source_spectrogram`),
   network   the model over batched overlapping windows (`spectrogram_probabilities`),
@@ -84,24 +84,24 @@ def main(argv=None) -> int:
     import soundfile
     import tensorflow as tf
 
-    from chordkeras import decode, features, predict
+    from chordkeras import audio, decode, features, inference
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         model_path = pathlib.Path(args.model) if args.model else _random_model(tmp, args.preset)
-        model = predict.load_chord_model(model_path, args.backend, args.window_seconds)
+        model = inference.load_chord_model(model_path, args.backend, args.window_seconds)
         rate = model.features.sample_rate
         stereo_44k = _song(args.seconds, 44100, np.random.default_rng(0))
         wav = tmp / "song.wav"
         soundfile.write(wav, stereo_44k, 44100, subtype="PCM_16")
-        mono = predict.ArraySource(stereo_44k, 44100).audio
-        array = predict.ArraySource(features.resample(mono, 44100, rate).numpy(), rate)
+        mono = audio.ArraySource(stereo_44k, 44100).audio
+        array = audio.ArraySource(features.resample(mono, 44100, rate).numpy(), rate)
 
         def transcribe(source):
-            return predict.transcribe_source(model, source)
+            return inference.transcribe_source(model, source)
 
         def transcribe_file():
-            source = predict.open_audio(wav, rate)
+            source = audio.open_audio(wav, rate)
             try:
                 return transcribe(source)
             finally:
@@ -113,14 +113,14 @@ def main(argv=None) -> int:
               f" inter {tf.config.threading.get_inter_op_parallelism_threads()} (0 = all {os.cpu_count()} cores)")
         transcribe(array)
         transcribe_file()
-        if isinstance(model, predict.KerasTranscriber):
+        if isinstance(model, inference.KerasTranscriber):
             spectrogram = model.source_spectrogram(array)
             probs = model.spectrogram_probabilities(spectrogram)
             stages = {
                 "features": lambda: model.source_spectrogram(array),
                 "network": lambda: model.spectrogram_probabilities(spectrogram),
                 "decode": lambda: decode.frames_to_segments(
-                    decode.viterbi(probs, predict.DEFAULT_SELF_TRANSITION), probs, model.features.frame_rate,
+                    decode.viterbi(probs, inference.DEFAULT_SELF_TRANSITION), probs, model.features.frame_rate,
                     model.class_names, array.duration),
             }
             for name, fn in stages.items():

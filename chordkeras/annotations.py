@@ -22,6 +22,8 @@ CHORD_NAMESPACES = ("chord", "chord_harte")
 # Overlaps up to this long between consecutive segments are rounding in the source file; the later
 # segment wins in `frame_labels`. Longer overlaps mean a broken annotation and are refused.
 OVERLAP_TOLERANCE_SECONDS = 0.01
+# Formats `write_segments` writes.
+OUTPUT_FORMATS = ("lab", "jams", "csv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,6 +287,31 @@ def write_jams(
     jam.annotations.append(annotation)
     jam.validate(strict=True)
     write_text_atomic(path, jam.dumps(indent=2))
+
+
+def write_csv(path: os.PathLike | str, segments: Sequence[Segment]) -> None:
+    """Writes `start,end,label,confidence` rows under a header (confidence empty when unset)."""
+    lines = ["start,end,label,confidence\n"]
+    for s in segments:
+        confidence = "" if s.confidence is None else f"{s.confidence:.4f}"
+        lines.append(f"{s.start:.6f},{s.end:.6f},{s.label},{confidence}\n")
+    write_text_atomic(path, "".join(lines))
+
+
+def write_segments(path: os.PathLike | str, segments: Sequence[Segment], fmt: str, duration: float,
+                   metadata: dict[str, Any] | None = None) -> None:
+    """Writes segments as .lab, JAMS or CSV (see `OUTPUT_FORMATS`), atomically.
+
+    `duration` and `metadata` are used by JAMS only (see `write_jams`).
+    """
+    if fmt == "lab":
+        write_lab(path, segments)
+    elif fmt == "jams":
+        write_jams(path, segments, duration, metadata)
+    elif fmt == "csv":
+        write_csv(path, segments)
+    else:
+        raise ValueError(f"unknown output format {fmt!r}; choose from {OUTPUT_FORMATS}")
 
 
 def _segment_index(segments: Sequence[Segment], frame_times: np.ndarray) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""Audio files in: decode, mix to mono, resample to the feature sample rate."""
+"""Audio files in: decode, mix to mono, resample to the feature sample rate.
+
+`load_audio` decodes a whole file (preparation); `open_audio` gives an `AudioSource` that reads any
+span of a file without loading all of it (transcription of songs of any length).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ import tensorflow as tf
 
 from chordkeras import features
 
-# Formats tensorflow-io decodes here; anything else goes to soundfile. FLAC and Ogg Vorbis go to
-# soundfile too: libsndfile decodes a 4-minute FLAC 3.4x faster than tensorflow-io (362x vs 106x
-# real time on one core, benchmarks/features.py), and decoding is the slowest step of preparation.
+# Audio files that folders are searched for (preparation, transcription, evaluation plots).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+# Formats tensorflow-io decodes here; anything else (FLAC, Ogg Vorbis, AIFF, ...) goes to
+# soundfile (libsndfile), which reads those formats itself.
 _TFIO_SUFFIXES = {".wav", ".mp3"}
 # WAV encodings tensorflow-io reads correctly. It reads 32-bit integer PCM as float32
 # garbage and rejects 64-bit float and compressed WAV, so those go to soundfile.
@@ -34,8 +39,8 @@ class AudioError(ValueError):
 def load_audio(path, sample_rate: int) -> np.ndarray:
     """Decodes an audio file to float32 mono at `sample_rate`.
 
-    Decoding uses tensorflow-io for wav, flac, ogg and mp3 and soundfile for what
-    tensorflow-io cannot read. Channels are averaged. Resampling is
+    Decoding uses tensorflow-io for MP3 and the WAV encodings it reads correctly, and
+    soundfile (libsndfile) for everything else. Channels are averaged. Resampling is
     `chordkeras.features.resample` (band-limited, FFT based), the same code the
     exported model runs, at several hundred times real time per core.
 
@@ -133,3 +138,144 @@ def _decode_tfio(path) -> tuple[np.ndarray, int]:
     if scale is not None:
         samples *= np.float32(scale)
     return samples, rate
+
+
+# ---------------------------------------------------------------------------------------------
+# Span reads: any part of a file, mixed to mono, without loading the whole file
+
+
+class AudioSource:
+    """Mono float32 audio that can be read span by span.
+
+    Attributes:
+        sample_rate: Samples per second.
+        num_samples: Length in samples.
+    """
+
+    sample_rate: int
+    num_samples: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) as float32 mono."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class ArraySource(AudioSource):
+    """Audio already in memory: [samples], [samples, channels] or [channels, samples] (<= 8 channels)."""
+
+    def __init__(self, audio: np.ndarray, sample_rate: int):
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 2:
+            channel_axis = 0 if audio.shape[0] <= 8 and audio.shape[1] > audio.shape[0] else 1
+            audio = audio.mean(axis=channel_axis, dtype=np.float32)
+        if audio.ndim != 1:
+            raise ValueError(f"audio must be [samples] or [samples, channels], got shape {audio.shape}")
+        if int(sample_rate) <= 0:
+            raise ValueError(f"sample rate must be positive, got {sample_rate}")
+        self.audio = audio
+        self.sample_rate = int(sample_rate)
+        self.num_samples = len(audio)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.audio[max(0, start) : max(0, stop)]
+
+
+class SoundFileSource(AudioSource):
+    """A file decoded by libsndfile (WAV, FLAC, OGG, MP3, AIFF, ...), front to back.
+
+    Reads must come in non-decreasing order of `start` (overlapping is fine): the file is decoded
+    sequentially and only the samples a later read may still ask for are kept. libsndfile's MP3
+    seeking is not sample-accurate, so the file is never seeked; a read that goes back before the
+    kept samples starts decoding again from the beginning.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._file = None
+        self._open()
+        self.sample_rate = int(self._file.samplerate)
+        self.num_samples = int(self._file.frames)
+
+    def _open(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = soundfile.SoundFile(self.path)
+        self._kept = np.zeros(0, dtype=np.float32)  # decoded samples from _kept_start on
+        self._kept_start = 0
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, start), min(stop, self.num_samples)
+        if stop <= start:
+            return np.zeros(0, dtype=np.float32)
+        if start < self._kept_start:
+            self._open()
+        decoded_to = self._kept_start + len(self._kept)
+        if stop > decoded_to:
+            data = self._file.read(stop - decoded_to, dtype="float32", always_2d=True)
+            mono = data.mean(axis=1, dtype=np.float32)
+            if not np.all(np.isfinite(mono)):
+                raise AudioError(self.path, f"non-finite samples (NaN or infinity) after sample {decoded_to}")
+            self._kept = np.concatenate([self._kept, mono])
+        # Drop what no later read (start non-decreasing) can ask for.
+        drop = min(start - self._kept_start, len(self._kept))
+        self._kept, self._kept_start = self._kept[drop:], self._kept_start + drop
+        return self._kept[: stop - start].copy()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class TfioMp3Source(AudioSource):
+    """An MP3 file read span by span through tensorflow-io, whose MP3 slicing is sample-accurate.
+
+    (libsndfile's MP3 decoding loses samples when a read ends inside an MP3 frame.)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        import tensorflow_io as tfio
+
+        self.path = os.fspath(path)
+        self._tensor = tfio.audio.AudioIOTensor(self.path)
+        self.sample_rate = int(self._tensor.rate)
+        self.num_samples = int(self._tensor.shape[0])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, start), min(stop, self.num_samples)
+        if stop <= start:
+            return np.zeros(0, dtype=np.float32)
+        mono = self._tensor[start:stop].numpy().astype(np.float32).mean(axis=1, dtype=np.float32)
+        if not np.all(np.isfinite(mono)):
+            raise AudioError(self.path, f"non-finite samples (NaN or infinity) between samples {start} and {stop}")
+        return mono
+
+
+def open_audio(path: str | os.PathLike, fallback_rate: int) -> AudioSource:
+    """Opens a file for span reads.
+
+    MP3 is read through tensorflow-io, other formats libsndfile reads (WAV, FLAC, OGG, AIFF, ...)
+    through libsndfile, both span by span; anything else is decoded whole by `load_audio` at
+    `fallback_rate`.
+
+    Raises:
+        AudioError: missing, unreadable or empty file.
+    """
+    if not os.path.isfile(path):
+        raise AudioError(path, "file not found")
+    try:
+        if str(path).lower().endswith(".mp3"):
+            source: AudioSource = TfioMp3Source(path)
+        else:
+            source = SoundFileSource(path)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, tf.errors.OpError):
+        source = ArraySource(load_audio(os.fspath(path), fallback_rate), fallback_rate)
+    if source.num_samples == 0:
+        source.close()
+        raise AudioError(path, "contains no samples (zero length)")
+    return source

@@ -246,9 +246,3 @@ def class_weights(info: dict[str, Any], vocabulary_name: str, power: float = 0.5
     seen = counts > 0
     weights[seen] = (counts[seen] / counts[seen].mean()) ** -power
     return (weights / weights[seen].mean() if seen.any() else weights).astype(np.float32)
-
-
-def excerpt_hours(config: RunConfig, excerpts: int) -> float:
-    """Audio hours in `excerpts` training excerpts."""
-    return excerpts * config.data.excerpt_seconds / 3600.0
-

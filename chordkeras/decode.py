@@ -168,7 +168,7 @@ def frames_to_segments(
     Args:
         classes: int [frames] class path (from `viterbi` or `argmax`).
         probs: [frames, classes] probabilities; a segment's confidence is the mean probability of its
-            class over its frames. None gives confidence 1.0.
+            class over its frames. None gives segments without a confidence (None).
         frame_times: [frames] centre times in seconds, or a scalar frame rate (frame i centred at
             i / frame_rate); see `frame_boundaries`.
         class_names: Harte label of each class index.

@@ -10,10 +10,10 @@ import dataclasses
 import pathlib
 import sys
 
-from chordkeras import preparation, records
+from chordkeras import files, preparation, records, synth
 from chordkeras.config import FeatureConfig
 
-DEFAULT_SONGS = 300
+DEFAULT_SONGS = 400
 DEFAULT_SEED = 2024
 # Short songs: as many chord changes per minute as full-length ones, and more songs (keys, tempos,
 # instruments, mixes) for the same rendering time, which is what the 15-minute budget of the
@@ -24,23 +24,21 @@ DEFAULT_MINUTES_PER_SONG = 0.75
 def default_dataset(folder: pathlib.Path, features: FeatureConfig, num_songs: int | None = None,
                     seed: int = DEFAULT_SEED, progress: bool = True) -> pathlib.Path:
     """Returns the prepared built-in dataset in `folder`, generating and preparing it if needed."""
-    from chordkeras import synth
-
     num_songs = num_songs or DEFAULT_SONGS
     wanted = {"songs": num_songs, "seed": seed, "minutes_per_song": DEFAULT_MINUTES_PER_SONG,
               "generator_version": synth.GENERATOR_VERSION, "features": dataclasses.asdict(features)}
     info_path = folder / records.DATASET_INFO
     recipe_path = folder / "synth_recipe.json"
-    if info_path.exists() and recipe_path.exists() and records.read_json(recipe_path) == wanted:
+    if info_path.exists() and recipe_path.exists() and files.read_json(recipe_path) == wanted:
         print(f"chordkeras.fit: using the cached built-in dataset {folder.resolve()}", file=sys.stderr, flush=True)
         return folder
-    if recipe_path.exists() and records.read_json(recipe_path) != wanted:
+    if recipe_path.exists() and files.read_json(recipe_path) != wanted:
         raise ValueError(
             f"{folder} holds a built-in dataset made with other settings ({recipe_path}); "
             f"delete the folder or pass --root elsewhere"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    records.write_json_atomic(recipe_path, wanted)
+    files.write_json_atomic(recipe_path, wanted)
     print(f"chordkeras.fit: generating {num_songs} synthetic songs into {(folder / 'audio').resolve()}",
           file=sys.stderr, flush=True)
     manifest = synth.generate_songs(folder / "audio", num_songs, seed, minutes_per_song=DEFAULT_MINUTES_PER_SONG)

@@ -1,18 +1,23 @@
-"""Which device trains (Metal GPU, CUDA GPU or CPU), and the tf.distribute strategy to use.
+"""Which device trains (Metal GPU, CUDA GPU or CPU), its precision, and the tf.distribute strategy.
 
 The same code path runs everywhere: the device is found at run time, never assumed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import platform
+from typing import Iterator
 
+import keras
 import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "one-device", "mirrored", "multi-worker")
+PRECISIONS = ("auto", "off", "float32", "mixed_float16", "mixed_bfloat16")
+DEVICE_KINDS = ("cpu", "cuda", "metal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,3 +122,69 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         resolver.task_type == "worker" and resolver.task_id == 0
         and "chief" not in resolver.cluster_spec().as_dict()
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision
+
+
+def cpu_supports_bfloat16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """Whether this x86 CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16).
+
+    Read from the `flags` line of Linux's `cpuinfo`; False where there is none (macOS, ARM).
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(policy: str, device_kind: str, cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The Keras dtype policy name for a `train.mixed_precision` value on a device kind.
+
+    'auto': CUDA -> mixed_float16 (tensor cores); CPU with AVX512_BF16/AMX -> mixed_bfloat16
+    (faster for the default model, see benchmarks/model_speed.py), other CPUs -> float32;
+    Metal -> float32 (tensorflow-metal's float16 kernels do not cover the recurrent layers
+    reliably, and its speed-up on these small models is not worth the risk). 'off' -> float32.
+    """
+    if policy not in PRECISIONS:
+        raise ValueError(f"unknown mixed_precision {policy!r}; choose from {PRECISIONS}")
+    if device_kind not in DEVICE_KINDS:
+        raise ValueError(f"unknown device kind {device_kind!r}; choose from {DEVICE_KINDS}")
+    if policy in ("off", "float32"):
+        return "float32"
+    if policy != "auto":
+        return policy
+    if device_kind == "cuda":
+        return "mixed_float16"
+    if device_kind == "cpu" and cpu_supports_bfloat16(cpuinfo):
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def set_precision(policy: str, device_kind: str) -> str:
+    """Resolves `policy` for the device (see `resolve_precision`) and sets Keras's global policy.
+
+    Returns:
+        The policy name set ('float32', 'mixed_float16' or 'mixed_bfloat16').
+    """
+    name = resolve_precision(policy, device_kind)
+    keras.mixed_precision.set_global_policy(name)
+    return name
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras's global dtype policy is `name` inside the block and what it was before afterwards.
+
+    Keras layers take the global policy when they are created; this lets a builder choose the
+    policy of the layers it creates without leaving it changed for the caller.
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

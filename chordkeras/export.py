@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import shutil
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from chordkeras import __version__, records, vocab
+from chordkeras import __version__, features, files, vocab
+from chordkeras import model as model_lib
 from chordkeras.config import RunConfig
 
 SAVED_MODEL = "saved_model"
@@ -27,21 +27,12 @@ MODEL_CARD = "model_card.json"
 
 def float32_copy(model: keras.Model, config: RunConfig) -> keras.Model:
     """Rebuilds `model` under the float32 policy with the same weights, for portable inference."""
-    from chordkeras import model as model_lib
-
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        copy = model_lib.build_model(config)
-        copy.set_weights(model.get_weights())
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+    copy = model_lib.build_model(config, precision="float32")
+    copy.set_weights(model.get_weights())
     return copy
 
 
 def _serving_fn(model: keras.Model, config: RunConfig):
-    from chordkeras import features
-
     feature_config = config.features
     class_names = tf.constant(vocab.get_vocabulary(config.data.vocabulary).class_names)
 
@@ -85,6 +76,14 @@ def model_card(config: RunConfig, metrics: dict[str, Any] | None, data_info: dic
     }
 
 
+def write_model_card(folder: str | os.PathLike, config: RunConfig, *, metrics: dict[str, Any] | None = None,
+                     data_info: dict[str, Any] | None = None, dataset_dir: str | None = None) -> pathlib.Path:
+    """Writes `model_card(...)` as model_card.json into `folder`; returns its path."""
+    path = pathlib.Path(folder) / MODEL_CARD
+    files.write_json_atomic(path, model_card(config, metrics, data_info, dataset_dir))
+    return path
+
+
 def export_model(model: keras.Model, config: RunConfig, out_dir: str | os.PathLike, *,
                  metrics: dict[str, Any] | None = None, data_info: dict[str, Any] | None = None,
                  dataset_dir: str | None = None, saved_model: bool = True) -> pathlib.Path:
@@ -92,46 +91,34 @@ def export_model(model: keras.Model, config: RunConfig, out_dir: str | os.PathLi
 
     Everything is written into a temporary folder first and renamed at the end, so an export folder
     under its final name is always complete (a kill between moving the old export aside and renaming
-    the new one leaves the old one complete in `<out>.previous`, put back by the next export). With saved_model=False only the .keras model and the
-    card are written.
+    the new one leaves the old one complete in `<out>.previous`, put back by the next export). With
+    saved_model=False only the .keras model and the card are written.
     """
     out = pathlib.Path(out_dir)
-    tmp = out.with_name(out.name + ".incomplete")
-    previous = out.with_name(out.name + ".previous")
-    if previous.exists() and not out.exists():
-        # Killed between the two renames below: the previous export is complete, put it back.
-        os.replace(previous, out)
-    shutil.rmtree(previous, ignore_errors=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    inference = float32_copy(model, config)
-    inference.save(tmp / KERAS_FILE)
-    if saved_model:
-        archive = keras.export.ExportArchive()
-        archive.track(inference)
-        archive.add_endpoint(
-            "serving_default",
-            _serving_fn(inference, config),
-            input_signature=[tf.TensorSpec([None], tf.float32, name="audio"),
-                             tf.TensorSpec([], tf.int32, name="sample_rate")],
-        )
-        archive.write_out(str(tmp / SAVED_MODEL), verbose=False)
-    records.write_json_atomic(tmp / MODEL_CARD, model_card(config, metrics, data_info, dataset_dir))
-    # A folder cannot be replaced in one rename: the old export steps aside under another name first,
-    # so at every instant one complete export exists (under `out`, or `out.previous` until the next export).
-    if out.exists():
-        os.replace(out, previous)
-    os.replace(tmp, out)
-    shutil.rmtree(previous, ignore_errors=True)
+    with files.atomic_output(out, temporary=out.with_name(out.name + ".incomplete")) as tmp:
+        tmp.mkdir(parents=True)
+        inference = float32_copy(model, config)
+        inference.save(tmp / KERAS_FILE)
+        if saved_model:
+            archive = keras.export.ExportArchive()
+            archive.track(inference)
+            archive.add_endpoint(
+                "serving_default",
+                _serving_fn(inference, config),
+                input_signature=[tf.TensorSpec([None], tf.float32, name="audio"),
+                                 tf.TensorSpec([], tf.int32, name="sample_rate")],
+            )
+            archive.write_out(str(tmp / SAVED_MODEL), verbose=False)
+        write_model_card(tmp, config, metrics=metrics, data_info=data_info, dataset_dir=dataset_dir)
     return out
 
 
 def update_model_card(export_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     """Rewrites fields of an export's model card (e.g. metrics measured after export)."""
     path = pathlib.Path(export_dir) / MODEL_CARD
-    card = records.read_json(path)
+    card = files.read_json(path)
     card.update(fields)
-    records.write_json_atomic(path, card)
+    files.write_json_atomic(path, card)
     return card
 
 

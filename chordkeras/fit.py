@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, command: list[str]) -> int:
     config = resolve_config(args)
+    # Imported once the arguments are good: --help and argument errors need no TensorFlow.
     from chordkeras import defaults, train
 
     if args.data:

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from chordkeras import annotations
 from chordkeras import vocab
+from chordkeras.inputs import SongInput
 
 # mirdata's split names -> ours.
 _SPLIT_NAMES = {"train": "train", "training": "train", "validation": "valid", "valid": "valid", "test": "test"}
@@ -300,15 +301,13 @@ def official_splits(dataset) -> dict[str, str]:
 
 
 def find_inputs(source: MirdataSource, labels_root: str | os.PathLike, official_split: bool = False):
-    """The collection's tracks as `preparation.SongInput`s, plus the source's description.
+    """The collection's tracks as `SongInput`s, plus the source's description.
 
     A track whose audio or annotation is missing, whose annotation fails the index's checksum,
     whose annotation mirdata cannot read or whose labels are not Harte, or that its dialect
     leaves out, is listed with `problem` set; preparation skips and lists it. Audio checksums are
     left to the worker that decodes the audio (`SongInput.checksums`).
     """
-    from chordkeras.preparation import SongInput
-
     dataset = open_dataset(source)
     dialect = dialect_of(dataset)
     splits = official_splits(dataset) if official_split else {}

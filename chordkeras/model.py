@@ -38,16 +38,15 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from chordkeras import vocab
+from chordkeras import devices, vocab
 from chordkeras.config import RunConfig
 
 ARCHITECTURES = ("crnn", "transformer")
 # How a conv block halves (or divides by its pool factor) the frequency axis; see ConvBlock.
 DOWNSAMPLING = ("stride", "max_pool")
-PRECISIONS = ("auto", "off", "float32", "mixed_float16", "mixed_bfloat16")
-DEVICE_KINDS = ("cpu", "cuda", "metal")
-# Output name -> number of logits (the chord head's size comes from the vocabulary).
-AUX_HEADS = {"root": 13, "bass": 13, "pitches": 12}
+# Output name -> number of logits (the chord head's size comes from the vocabulary): root and bass
+# are a pitch class or none (vocab.NO_CHORD, the last class), pitches one sigmoid per pitch class.
+AUX_HEADS = {"root": vocab.NO_CHORD + 1, "bass": vocab.NO_CHORD + 1, "pitches": len(vocab.PITCH_NAMES)}
 OUTPUT_NAMES = ("chord", "root", "bass", "pitches")
 # Width of the convolutional position embedding of the transformer, in frames (about 1.4 s at the
 # default 10.8 frames/s): long enough to give every frame its neighbourhood, short enough to stay
@@ -219,8 +218,8 @@ class MaskedBatchNorm(layers.Layer):
     Inputs [B, T, ...] with a frame mask [B, T]; masked frames are zero on output. Statistics are
     float32 whatever the policy (as keras.layers.BatchNormalization keeps them). A training batch
     with no masked frame (the usual case: excerpts are shorter than songs) goes through TF's fused
-    batch-norm kernel, which reads a bfloat16 input directly and is 2-3x faster on CPU than the
-    masked moments as separate ops; a batch with padding takes the masked moments, where the mask
+    batch-norm kernel, which reads a bfloat16 input directly and does in one pass forward and one
+    backward what the masked moments do as separate ops; a batch with padding takes the masked moments, where the mask
     enters as a broadcast multiplication (cheaper on CPU than Keras's masked moments, a `where` on
     a broadcast copy of the mask). Inputs of rank above 4 always take the masked moments.
     """
@@ -243,7 +242,7 @@ class MaskedBatchNorm(layers.Layer):
         if not (training and self.trainable):
             return self._normalise(features, frame_mask, self.moving_mean, self.moving_variance)
         # Training excerpts rarely hold padding: then TF's fused kernel (one pass forward, one
-        # backward) gives the same statistics 2-3x faster than the masked moments.
+        # backward) gives the same statistics as the masked moments, in fewer ops.
         if features.shape.rank in (3, 4):
             all_real = tf.reduce_all(tf.not_equal(frame_mask, 0.0))
             out, mean, variance = tf.cond(all_real, lambda: self._fused(features),
@@ -301,9 +300,7 @@ class ConvBlock(layers.Layer):
     Downsampling by `pool` along frequency, by `downsampling`:
     - 'stride': the convolution steps `pool` bins at a time (computes only the outputs it keeps);
     - 'max_pool': a full-resolution convolution, then a max-pool.
-    On CPU, TF's max-pool and its gradient cost about as much as the convolution itself: for the
-    first default block at batch 64 on 2 cores, forward and backward, conv + max-pool took 66 ms and
-    the strided conv 23 ms.
+    'stride' skips both the outputs a max-pool would drop and the max-pool with its gradient.
 
     The dropout mask is drawn once per excerpt and shared by its frames (variational dropout).
 
@@ -332,7 +329,7 @@ class ConvBlock(layers.Layer):
                         if pool > 1 and downsampling == "max_pool" else None)
         self.norm = MaskedBatchNorm(dtype=policy)
         # One dropout mask per excerpt shared by all its frames: a tiny random draw instead of
-        # one per element of a full-resolution feature map (15% of a CPU step), and independent
+        # one per element of a full-resolution feature map, and independent
         # of the sequence length, so padding does not change it either.
         self.drop = layers.Dropout(dropout, noise_shape=(None, 1, None, None), dtype=policy)
 
@@ -578,18 +575,29 @@ def _heads(h, frame_mask, num_chord_classes: int) -> dict[str, Any]:
     return {name: outputs[name] for name in OUTPUT_NAMES}
 
 
-def build_model(config: RunConfig, class_weights: np.ndarray | Sequence[float] | None = None) -> "ChordModel":
+def build_model(config: RunConfig, class_weights: np.ndarray | Sequence[float] | None = None,
+                precision: str | None = None) -> "ChordModel":
     """Builds the chord network named by `config.model.architecture` (not compiled).
 
     Args:
         config: Run configuration; reads `model`, `features.n_bins`, `data.vocabulary` and the
             loss settings of `train` (loss_weights, label_smoothing).
         class_weights: Optional per-class weights of the chord loss, length num_classes.
+        precision: Keras dtype policy of the layers ('float32', 'mixed_float16', 'mixed_bfloat16');
+            default: Keras's global policy (the one `devices.set_precision` sets for a run). The
+            global policy is the same afterwards.
 
     Returns:
         A ChordModel: spectrogram float32 [batch, frames, n_bins] -> dict of float32 logits
         chord [B, T, num_classes], root [B, T, 13], bass [B, T, 13], pitches [B, T, 12].
     """
+    if precision is None:
+        precision = keras.mixed_precision.global_policy().name
+    with devices.dtype_policy(precision):
+        return _build_model(config, class_weights, precision)
+
+
+def _build_model(config: RunConfig, class_weights, precision: str) -> "ChordModel":
     model = config.model
     if model.architecture not in ARCHITECTURES:
         raise ValueError(f"unknown model.architecture {model.architecture!r}; choose from {ARCHITECTURES}")
@@ -599,8 +607,8 @@ def build_model(config: RunConfig, class_weights: np.ndarray | Sequence[float] |
     if model.architecture == "crnn":
         h = _front_end(spectrogram, frame_mask, config, model.embedding_dim)
         # Under mixed_bfloat16 (the CPU policy) the GRUs stay in float32: TF's CPU recurrent loop
-        # runs its gates as many small ops, which are 1.4x slower in bfloat16 than in float32.
-        rnn_dtype = "float32" if keras.mixed_precision.global_policy().name == "mixed_bfloat16" else None
+        # runs its gates as many small ops, which gain nothing from bfloat16 there.
+        rnn_dtype = "float32" if precision == "mixed_bfloat16" else None
         for i in range(model.rnn_layers):
             gru = layers.GRU(model.rnn_units, return_sequences=True, dtype=rnn_dtype)
             h = layers.Bidirectional(gru, name=f"bigru_{i}", dtype=rnn_dtype)(h, mask=frame_mask)
@@ -798,7 +806,7 @@ class ChordModel(keras.Model):
 
 
 # --------------------------------------------------------------------------------------------
-# Optimiser and precision
+# Optimiser
 
 
 def compile_model(model: keras.Model, config: RunConfig, steps_per_epoch: int) -> keras.Model:
@@ -821,47 +829,3 @@ def compile_model(model: keras.Model, config: RunConfig, steps_per_epoch: int) -
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     model.compile(optimizer=optimizer, jit_compile=train.jit_compile, steps_per_execution=train.steps_per_execution)
     return model
-
-
-def cpu_supports_bfloat16() -> bool:
-    """Whether this x86 CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(policy: str, device_kind: str) -> str:
-    """The Keras dtype policy name for a `train.mixed_precision` value on a device kind.
-
-    'auto': CUDA -> mixed_float16 (tensor cores); CPU with AVX512_BF16/AMX -> mixed_bfloat16
-    (faster for the default model, see benchmarks/model_speed.py), other CPUs -> float32;
-    Metal -> float32 (tensorflow-metal's float16 kernels do not cover the recurrent layers
-    reliably, and its speed-up on these small models is not worth the risk). 'off' -> float32.
-    """
-    if policy not in PRECISIONS:
-        raise ValueError(f"unknown mixed_precision {policy!r}; choose from {PRECISIONS}")
-    if device_kind not in DEVICE_KINDS:
-        raise ValueError(f"unknown device kind {device_kind!r}; choose from {DEVICE_KINDS}")
-    if policy in ("off", "float32"):
-        return "float32"
-    if policy != "auto":
-        return policy
-    if device_kind == "cuda":
-        return "mixed_float16"
-    if device_kind == "cpu" and cpu_supports_bfloat16():
-        return "mixed_bfloat16"
-    return "float32"
-
-
-def set_precision(policy: str, device_kind: str) -> str:
-    """Resolves `policy` for the device (see `resolve_precision`) and sets Keras's global policy.
-
-    Returns:
-        The policy name set ('float32', 'mixed_float16' or 'mixed_bfloat16').
-    """
-    name = resolve_precision(policy, device_kind)
-    keras.mixed_precision.set_global_policy(name)
-    return name

@@ -11,7 +11,6 @@ import csv
 import math
 import os
 import pathlib
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -23,6 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from chordkeras import files, vocab  # noqa: E402
 from chordkeras.config import FeatureConfig  # noqa: E402
 
 DPI = 100
@@ -36,7 +36,6 @@ _TOP_PX = 40
 _LEFT_PX, _RIGHT_PX = 70, 20
 
 _CHAR_PX = 6.0  # average width of an 8 pt character at DPI
-_NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _ERROR_COLOR = "#d62728"
 _UNSCORED_COLOR = "#bbbbbb"
 
@@ -144,21 +143,16 @@ def _note_ticks(features: FeatureConfig, n_bins: int) -> tuple[list[float], list
         midi = midi0 + 12.0 * j / features.bins_per_octave
         if abs(midi - round(midi)) < 1e-6 and round(midi) % 12 == 0:
             ticks.append(j)
-            names.append(f"{_NOTE_NAMES[0]}{round(midi) // 12 - 1}")
+            names.append(f"{vocab.PITCH_NAMES[0]}{round(midi) // 12 - 1}")
     return ticks, names
 
 
 def _save_atomic(fig, out_png: str | os.PathLike) -> pathlib.Path:
     out_png = pathlib.Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_png.stem}.", suffix=".png", dir=out_png.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, out_png)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+        with files.atomic_output(out_png) as tmp:
+            fig.savefig(tmp, dpi=DPI, format="png")
     finally:
         plt.close(fig)
     return out_png

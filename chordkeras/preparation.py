@@ -26,40 +26,19 @@ import time
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+import tensorflow as tf
 
+from chordkeras import __version__, annotations, audio, files, records, vocab
 from chordkeras import config as config_lib
+from chordkeras import features as features_lib
+from chordkeras.audio import AUDIO_EXTENSIONS
 from chordkeras.config import FeatureConfig
-from chordkeras import records
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+from chordkeras.inputs import SongInput
 ANNOTATION_EXTENSIONS = (".lab", ".jams")
 # An annotation may run past the end of the audio by this much (rounding in label files).
 END_TOLERANCE_SECONDS = 0.5
 # The command recorded in the built-in dataset's dataset.json (chordkeras.defaults).
 BUILT_IN_COMMAND = "chordkeras.fit (built-in dataset)"
-
-
-@dataclasses.dataclass(frozen=True)
-class SongInput:
-    """One song to prepare.
-
-    Attributes:
-        song_id: The relative path stem (folder, manifest) or '<collection>/<track id>' (mirdata).
-        audio, annotation: Absolute paths; annotation None when there is none.
-        split: The source's own split, or None for the seeded split.
-        source: Label of the source the song comes from (its folder, manifest or collection).
-        checksums: (path, md5) pairs the files must match before the song is used.
-        problem: (kind, reason) when the source already knows the song cannot be used; it is
-            then skipped and listed like any other bad input.
-    """
-
-    song_id: str
-    audio: str
-    annotation: str | None
-    split: str | None = None
-    source: str | None = None
-    checksums: tuple[tuple[str, str], ...] = ()
-    problem: tuple[str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +171,9 @@ def assign_splits(inputs: Sequence[SongInput], fractions: Sequence[float], seed:
 
 
 @dataclasses.dataclass(frozen=True)
-class _ShardPlan:
+class ShardPlan:
+    """One shard to write: its split, index among the split's shards, and songs."""
+
     split: str
     index: int
     num_shards: int
@@ -204,7 +185,7 @@ class _ShardPlan:
         return records.shard_name(self.split, self.index, self.num_shards)
 
 
-def plan_shards(splits: dict[str, list[SongInput]], songs_per_shard: int) -> list[_ShardPlan]:
+def plan_shards(splits: dict[str, list[SongInput]], songs_per_shard: int) -> list[ShardPlan]:
     """Cuts each split into shards; ordinals number all shards across splits."""
     plans, ordinal = [], 0
     for split in records.SPLITS:
@@ -212,7 +193,7 @@ def plan_shards(splits: dict[str, list[SongInput]], songs_per_shard: int) -> lis
         num_shards = math.ceil(len(songs) / songs_per_shard)
         for i in range(num_shards):
             chunk = tuple(songs[i * songs_per_shard:(i + 1) * songs_per_shard])
-            plans.append(_ShardPlan(split, i, num_shards, ordinal, chunk))
+            plans.append(ShardPlan(split, i, num_shards, ordinal, chunk))
             ordinal += 1
     return plans
 
@@ -247,8 +228,6 @@ def prepare_song(song: SongInput, features: FeatureConfig) -> tuple[bytes, dict[
     Raises:
         SongError: naming the file and the problem (the caller skips and lists the song).
     """
-    from chordkeras import annotations, audio, vocab
-
     if song.problem is not None:
         raise SongError(song.problem[1], song.problem[0])
     _check_checksums(song)
@@ -281,20 +260,26 @@ def prepare_song(song: SongInput, features: FeatureConfig) -> tuple[bytes, dict[
     frame_times = np.arange(spectrogram.shape[0]) / features.frame_rate
     targets = annotations.frame_targets(segments, frame_times)
     example = records.song_example(song.song_id, spectrogram, targets, duration, features.frame_rate)
+    return example, song_stats(song.song_id, targets["chord"], duration)
+
+
+def song_stats(song_id: str, chord: np.ndarray, duration: float) -> dict[str, Any]:
+    """What a shard summary counts of one song: seconds, frames and its large-vocabulary label histogram.
+
+    Args:
+        song_id: The song's id.
+        chord: Large-vocabulary class per frame.
+        duration: Audio duration in seconds.
+    """
     large = vocab.get_vocabulary("large")
-    counts = np.bincount(targets["chord"].astype(np.int64), minlength=large.num_classes)
+    counts = np.bincount(np.asarray(chord).astype(np.int64), minlength=large.num_classes)
     histogram = {large.class_names[i]: int(c) for i, c in enumerate(counts) if c}
-    return example, {"song_id": song.song_id, "seconds": duration, "frames": int(spectrogram.shape[0]),
-                     "histogram": histogram}
+    return {"song_id": song_id, "seconds": float(duration), "frames": int(len(chord)), "histogram": histogram}
 
 
 @functools.lru_cache(maxsize=4)
 def _spectrogram_fn(features: FeatureConfig):
     """One traced graph per feature config: songs of any length reuse it without retracing."""
-    import tensorflow as tf
-
-    from chordkeras import features as features_lib
-
     return tf.function(
         lambda samples: features_lib.log_spectrogram(samples, features),
         input_signature=[tf.TensorSpec([None], tf.float32)],
@@ -307,23 +292,15 @@ def _prepare_song_or_error(args: tuple[SongInput, FeatureConfig]) -> tuple[SongI
         example, stats = prepare_song(song, features)
     except SongError as e:
         return song, None, (e.kind, str(e))
-    except (ValueError, OSError, RuntimeError, _tf_errors().OpError) as e:
+    except (ValueError, OSError, RuntimeError, tf.errors.OpError) as e:
         # A decoder or file-system failure on one song must not end the run: it is listed. Programming
         # errors (TypeError, ImportError, ...) still stop the run, rather than skip every song.
         return song, None, ("bad input", f"{_printable(song.audio)}: {type(e).__name__}: {e}")
     return song, example, stats
 
 
-def _tf_errors():
-    import tensorflow as tf
-
-    return tf.errors
-
-
 def _worker_init() -> None:
     # Each worker computes one song at a time; TF's own thread pools would only fight each other.
-    import tensorflow as tf
-
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
@@ -338,34 +315,33 @@ def _map_songs(songs: list[SongInput], features: FeatureConfig, workers: int) ->
         yield from pool.imap(_prepare_song_or_error, jobs, chunksize=1)
 
 
-def _write_shard(folder: pathlib.Path, plan: _ShardPlan, results: Iterable[tuple], meta: dict) -> dict:
-    import tensorflow as tf
-
-    tmp = folder / f".{plan.name}.incomplete"
+def write_shard(folder: pathlib.Path, plan: ShardPlan, results: Iterable[tuple], meta: dict) -> dict:
+    """Writes one shard and its summary from (song, example, stats), or (song, None, (kind, reason)) skipped."""
     summary = {"shard": plan.name, "split": plan.split, "songs": [], "song_sources": {}, "seconds": 0.0,
                "frames": 0, "histogram": {}, "skipped": [], **meta}
     histogram = collections.Counter()
-    with tf.io.TFRecordWriter(str(tmp)) as writer:
-        for song, example, info in results:
-            if example is None:
-                kind, reason = info
-                summary["skipped"].append({"input": _printable(song.audio), "reason": reason, "kind": kind,
-                                           "source": song.source})
-                continue
-            writer.write(example)
-            summary["songs"].append(song.song_id)
-            summary["song_sources"][song.song_id] = song.source
-            summary["seconds"] += info["seconds"]
-            summary["frames"] += info["frames"]
-            histogram.update(info["histogram"])
-    summary["histogram"] = dict(sorted(histogram.items()))
-    # Summary first, shard last: a shard file under its final name is always complete.
-    records.write_json_atomic(folder / f"{plan.name}.json", summary)
-    os.replace(tmp, folder / plan.name)
+    # The shard is written under a fixed temporary name (a killed run's leftover is overwritten)
+    # and renamed last, after its summary: a shard file under its final name is always complete.
+    with files.atomic_output(folder / plan.name, temporary=folder / f".{plan.name}.incomplete") as tmp:
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
+            for song, example, info in results:
+                if example is None:
+                    kind, reason = info
+                    summary["skipped"].append({"input": _printable(song.audio), "reason": reason, "kind": kind,
+                                               "source": song.source})
+                    continue
+                writer.write(example)
+                summary["songs"].append(song.song_id)
+                summary["song_sources"][song.song_id] = song.source
+                summary["seconds"] += info["seconds"]
+                summary["frames"] += info["frames"]
+                histogram.update(info["histogram"])
+        summary["histogram"] = dict(sorted(histogram.items()))
+        files.write_json_atomic(folder / f"{plan.name}.json", summary)
     return summary
 
 
-def _shard_complete(folder: pathlib.Path, plan: _ShardPlan) -> bool:
+def _shard_complete(folder: pathlib.Path, plan: ShardPlan) -> bool:
     """The shard and its summary exist and every record passes its checksum; a damaged one is named."""
     shard, summary = folder / plan.name, folder / f"{plan.name}.json"
     if not (shard.exists() and summary.exists()):
@@ -386,7 +362,7 @@ def _shard_problem(shard: pathlib.Path, summary: pathlib.Path | None) -> str | N
     if summary is None or not summary.exists():
         return None
     try:
-        expected = len(records.read_json(summary)["songs"])
+        expected = len(files.read_json(summary)["songs"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"{summary}: unreadable shard summary ({e})"
     if count != expected:
@@ -419,7 +395,7 @@ def verify_dataset(out_dir: str | os.PathLike) -> tuple[int, list[str]]:
     expected = set()
     for summary in sorted(out.glob("*.tfrecord.json")):
         try:
-            split_shards = records.read_json(summary).get("split_shards", {})
+            split_shards = files.read_json(summary).get("split_shards", {})
         except (OSError, ValueError, AttributeError) as e:
             problems.append(f"{summary}: unreadable shard summary ({e})")
             continue
@@ -556,16 +532,61 @@ def prepare_dataset(
             yield item
 
     for plan in todo:
-        _write_shard(out, plan, counted(len(plan.songs)), meta)
+        write_shard(out, plan, counted(len(plan.songs)), meta)
     bar.close()
     if config.num_jobs > 1:
         return None
     return merge_dataset(out)
 
 
+def write_songs(
+    out_dir: str | os.PathLike,
+    songs: dict[str, Sequence[tuple[bytes, dict[str, Any]]]],
+    features: FeatureConfig,
+    config: PrepareConfig = PrepareConfig(),
+    source: str | None = None,
+    command: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Writes songs already serialised into a prepared dataset: shards, their summaries, dataset.json.
+
+    The writers `prepare_dataset` uses, for records whose spectrograms were made some other way
+    (tests, benchmarks): each song is `(records.song_example(...), song_stats(...))`, as
+    `prepare_song` returns them.
+
+    Args:
+        out_dir: The dataset folder (created).
+        songs: Split name -> its songs, in order.
+        features: The feature config the spectrograms follow.
+        config: Shard size (`songs_per_shard`) and the settings recorded in dataset.json.
+        source: Where the songs came from, recorded in dataset.json.
+        command: The command line, recorded in dataset.json.
+
+    Returns:
+        The dataset info written to `out_dir/dataset.json`.
+    """
+    unknown = set(songs) - set(records.SPLITS)
+    if unknown:
+        raise ValueError(f"unknown splits {sorted(unknown)}; splits are {records.SPLITS}")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"features": dataclasses.asdict(features), "prepare": dataclasses.asdict(config), "source": source,
+            "command": list(command) if command is not None else None}
+    _check_existing(out, meta["features"])
+    by_id = {}
+    inputs = {split: [] for split in records.SPLITS}
+    for split, items in songs.items():
+        for example, stats in items:
+            song = SongInput(stats["song_id"], audio=stats["song_id"], annotation=None, split=split, source=source)
+            by_id[song.song_id] = (song, example, stats)
+            inputs[split].append(song)
+    for plan in plan_shards(inputs, config.songs_per_shard):
+        write_shard(out, plan, (by_id[song.song_id] for song in plan.songs), meta)
+    return merge_dataset(out)
+
+
 def _check_existing(out: pathlib.Path, features: dict) -> None:
     for summary_path in sorted(out.glob("*.tfrecord.json"))[:1]:
-        existing = records.read_json(summary_path)["features"]
+        existing = files.read_json(summary_path)["features"]
         if existing != features:
             raise ValueError(
                 f"{out}: already holds shards prepared with other features ({summary_path.name}); "
@@ -637,15 +658,15 @@ def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
         "prepare": summaries[0]["prepare"],
         "source": summaries[0]["source"],
         "command": summaries[0]["command"],
-        "chordkeras_version": _version(),
+        "chordkeras_version": __version__,
     }
-    records.write_json_atomic(out / records.DATASET_INFO, info)
+    files.write_json_atomic(out / records.DATASET_INFO, info)
     return info
 
 
 def _read_summary(path: pathlib.Path) -> dict[str, Any]:
     try:
-        summary = records.read_json(path)
+        summary = files.read_json(path)
         if not isinstance(summary, dict) or not {"shard", "split", "prepare"} <= summary.keys():
             raise ValueError("not a shard summary (no shard, split or prepare key)")
     except (OSError, ValueError) as e:
@@ -667,17 +688,9 @@ def _source_counts(summaries: list[dict], song_sources: dict[str, str]) -> list[
             for d in described]
 
 
-def _version() -> str:
-    from chordkeras import __version__
-
-    return __version__
-
-
 def check_dataset(info: dict[str, Any], features: FeatureConfig, vocabulary: str, where: str) -> None:
     """Refuses a dataset whose features or label vocabulary do not fit the model's."""
     config_lib.check_features_match(info["features"], features, where)
-    from chordkeras import vocab
-
     vocab.get_vocabulary(vocabulary)  # raises for unknown names
     if info.get("label_vocabulary") != "large":
         raise ValueError(f"{where}: records hold {info.get('label_vocabulary')!r} labels; expected 'large'")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import re
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -158,15 +157,12 @@ def read_dataset_info(folder: str | os.PathLike) -> dict[str, Any]:
     path = pathlib.Path(folder) / DATASET_INFO
     if not path.exists():
         raise ValueError(f"{folder}: not a prepared dataset ({DATASET_INFO} is missing)")
-    return read_json(path)
+    return files.read_json(path)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Reads a JSON file; a damaged one raises ValueError naming the file."""
-    try:
-        return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
-write_json_atomic = files.write_json_atomic
+def read_songs(folder: str | os.PathLike, split: str) -> Iterator[dict[str, Any]]:
+    """Parsed songs (numpy values, song_id as str) of one split of a prepared dataset."""
+    dataset = tf.data.TFRecordDataset(list_shards(folder, split)).map(parse_song)
+    for song in dataset.as_numpy_iterator():
+        song["song_id"] = song["song_id"].decode("utf-8")
+        yield song

@@ -24,7 +24,9 @@ import keras
 import tensorflow as tf
 
 from chordkeras import dataset as dataset_lib
-from chordkeras import devices, files, records
+from chordkeras import dataservice, devices, files, inference, records
+from chordkeras import export as export_lib
+from chordkeras import model as model_lib
 from chordkeras.config import RunConfig
 
 # Throughput is also given in songs of this length, the unit of the reference training system.
@@ -179,7 +181,7 @@ class Backup(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         # Not called when fit is interrupted: only a training run that ended on its own is marked.
-        records.write_json_atomic(self.backup_dir / self.FINISHED, {"epochs": self.generations()[0][0]
+        files.write_json_atomic(self.backup_dir / self.FINISHED, {"epochs": self.generations()[0][0]
                                                                      if self.generations() else 0})
 
 
@@ -232,7 +234,7 @@ def prepare_run_dir(run_dir: pathlib.Path, config: RunConfig, dataset_dir: str, 
     # Through JSON, so tuples compare equal to the lists read back from config.json.
     resolved = json.loads(json.dumps({"config": config.to_dict(), "dataset": str(pathlib.Path(dataset_dir).resolve())}))
     if config_path.exists():
-        existing = records.read_json(config_path)
+        existing = files.read_json(config_path)
         if existing != resolved:
             raise ValueError(
                 f"{run_dir} holds a run with another config or dataset ({config_path}); choose another --run-dir"
@@ -240,7 +242,7 @@ def prepare_run_dir(run_dir: pathlib.Path, config: RunConfig, dataset_dir: str, 
         return (run_dir / "backup").exists()
     if write:
         run_dir.mkdir(parents=True, exist_ok=True)
-        records.write_json_atomic(config_path, resolved)
+        files.write_json_atomic(config_path, resolved)
         (run_dir / "command.txt").write_text(" ".join(command or sys.argv) + "\n", encoding="utf-8")
     return False
 
@@ -367,8 +369,6 @@ def train(
 
 def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, command, export, verbose,
            callbacks) -> FitResult:
-    from chordkeras import model as model_lib
-
     run_dir = pathlib.Path(run_dir)
     keras.utils.set_random_seed(config.train.seed)
     devices.enable_memory_growth()
@@ -376,7 +376,7 @@ def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, c
     check_device_options(config, device)
     dist = devices.make_strategy(strategy, device)
     chief = devices.is_chief(dist)
-    policy = model_lib.set_precision(config.train.mixed_precision, device.kind)
+    policy = devices.set_precision(config.train.mixed_precision, device.kind)
     print(f"chordkeras.fit: training on {device.describe()}; strategy {type(dist).__name__} with "
           f"{dist.num_replicas_in_sync} replica(s); precision {policy}; XLA {'on' if config.train.jit_compile else 'off'}",
           flush=True)
@@ -384,8 +384,6 @@ def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, c
     print(f"chordkeras.fit: run folder {run_dir.resolve()}" + (" (resuming)" if resuming else ""), flush=True)
 
     if data_service:
-        from chordkeras import dataservice
-
         # The service's workers run the training pipeline: they open the shards by absolute path
         # (their working directory is not ours) and do not cache (see dataservice.distribute).
         data = dataset_lib.make_datasets(pathlib.Path(dataset_dir).resolve(), dataclasses.replace(
@@ -408,7 +406,7 @@ def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, c
               f"{config.train.steps_per_execution} -> 1", flush=True)
         compile_config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps_per_execution=1))
     with dist.scope():
-        model = model_lib.build_model(config, class_weights=weights)
+        model = model_lib.build_model(config, class_weights=weights, precision=policy)
         model_lib.compile_model(model, compile_config, data.steps_per_epoch)
         # The optimizer's slots are created here, under the strategy, so Keras has nothing left to build.
         model.optimizer.build(model.trainable_variables)
@@ -458,7 +456,7 @@ def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, c
     if chief:
         export_dir = export_and_score(model, config, dataset_dir, run_dir / "export", test_metrics,
                                       data_info=data.info, saved_model=export)
-        records.write_json_atomic(run_dir / "test_metrics.json", test_metrics)
+        files.write_json_atomic(run_dir / "test_metrics.json", test_metrics)
         _plot_curves(run_dir)
         print("chordkeras.fit: test split: " + ", ".join(
             f"{k} {v:.4f}" for k, v in test_metrics.items() if isinstance(v, float)), flush=True)
@@ -474,13 +472,10 @@ def export_and_score(model: keras.Model, config: RunConfig, dataset_dir: str | o
 
     The scores are added to `test_metrics` (in place) and, with `card_metrics`, to the model card.
     """
-    from chordkeras import evaluate as evaluate_lib
-    from chordkeras import export as export_lib
-
     export_dir = export_lib.export_model(model, config, out_dir, metrics={**(card_metrics or {}), **test_metrics},
                                          data_info=data_info, dataset_dir=str(dataset_dir), saved_model=saved_model)
     if test_metrics:
-        scores = evaluate_lib.evaluate_model_on_records(export_dir, dataset_dir, split="test", progress=False)
+        scores = inference.evaluate_model_on_records(export_dir, dataset_dir, split="test", progress=False)
         test_metrics.update({k: float(v) for k, v in scores["overall"].items() if isinstance(v, (int, float))})
         export_lib.update_model_card(export_dir, metrics={**(card_metrics or {}), **test_metrics})
     return export_dir
@@ -503,7 +498,7 @@ def _plot_curves(run_dir: pathlib.Path) -> None:
     history_csv = run_dir / "history.csv"
     if not history_csv.exists():
         return
-    from chordkeras import plots
+    from chordkeras import plots  # matplotlib loads only here
 
     plots.plot_training_curves(str(history_csv), str(run_dir / "training_curves.png"))
 

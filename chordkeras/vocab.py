@@ -26,6 +26,8 @@ QUALITIES = (
 NO_CHORD = 12  # root/bass target of 'N' (and of a bare 'X', which has no root)
 IGNORE = -1  # class of a label the vocabulary cannot express; masked out of the chord loss
 PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+# Harte scale degree of each interval above the root (semitones 0..11), as written after "/".
+DEGREE_NAMES = ("1", "b2", "2", "b3", "3", "4", "b5", "5", "b6", "6", "b7", "7")
 
 _LARGE_OFFSET = 2  # N = 0, X = 1
 _NUM_LARGE = _LARGE_OFFSET + 12 * len(QUALITIES)

@@ -1,44 +1,45 @@
-"""Tiny prepared datasets written by the tests themselves."""
-
-import dataclasses
+"""Tiny prepared datasets written by the tests themselves, through the package's own writers."""
 
 import numpy as np
-import tensorflow as tf
 
-from chordkeras import records, vocab
+from chordkeras import preparation, records, vocab
 
 LARGE = vocab.get_vocabulary("large")
+# The bin of each root's peak in the tiny spectrograms: C at bin 48 (two octaves above fmin), one
+# semitone (`bins_per_semitone` bins) higher for each further pitch class.
+PEAK_BIN_OF_C = 48
 
 
-def write_tiny_dataset(folder, features, songs_per_split=(6, 2, 2), frames=40, seed=0):
-    """Real shards and dataset.json of random spectrograms with a learnable chord per frame."""
+def peak_bin(root, features):
+    """The spectrogram bin `write_tiny_dataset` lifts for a frame whose root is `root` (0 = C)."""
+    return root * features.bins_per_semitone + PEAK_BIN_OF_C
+
+
+def write_tiny_dataset(folder, features, songs_per_split=(6, 2, 2), frames=40, seed=0, songs_per_shard=None):
+    """A prepared dataset of random spectrograms with a learnable major chord per frame.
+
+    Each frame's root (chord C:maj .. B:maj, bass = root) lifts one bin by 3.0 (`peak_bin`) above
+    noise in [0, 0.1). Shards, shard summaries and dataset.json are written by
+    `preparation.write_songs`, the writers `prepare_dataset` uses. One shard per split unless
+    `songs_per_shard` is given.
+    """
     rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    histogram = {}
+    songs = {}
     for split, n in zip(records.SPLITS, songs_per_split):
-        path = folder / records.shard_name(split, 0, 1)
-        with tf.io.TFRecordWriter(str(path)) as writer:
-            for i in range(n):
-                roots = rng.integers(0, 12, frames)
-                chord = (2 + roots).astype(np.uint8)  # C:maj .. B:maj in the large vocabulary
-                spectrogram = rng.random((frames, features.n_bins)).astype(np.float32) * 0.1
-                spectrogram[np.arange(frames), roots * features.bins_per_semitone + 48] += 3.0
-                masks = np.array([vocab.encode_targets(LARGE.class_names[c])[3] for c in chord], np.uint16)
-                targets = {"chord": chord, "root": roots.astype(np.uint8), "bass": roots.astype(np.uint8),
-                           "pitches": masks}
-                writer.write(records.song_example(f"{split}/{i}", spectrogram, targets, frames / features.frame_rate,
-                                                  features.frame_rate))
-                for c in chord:
-                    histogram[LARGE.class_names[c]] = histogram.get(LARGE.class_names[c], 0) + 1
-    info = {
-        "features": dataclasses.asdict(features),
-        "label_vocabulary": "large",
-        "splits": {s: {"songs": n, "hours": 0.0, "frames": n * frames, "shards": 1}
-                   for s, n in zip(records.SPLITS, songs_per_split)},
-        "label_histogram": histogram,
-        "skipped": [],
-    }
-    records.write_json_atomic(folder / records.DATASET_INFO, info)
+        songs[split] = []
+        for i in range(n):
+            roots = rng.integers(0, 12, frames)
+            chord = (2 + roots).astype(np.uint8)  # C:maj .. B:maj in the large vocabulary
+            spectrogram = rng.random((frames, features.n_bins)).astype(np.float32) * 0.1
+            spectrogram[np.arange(frames), peak_bin(roots, features)] += 3.0
+            masks = np.array([vocab.encode_targets(LARGE.class_names[c])[3] for c in chord], np.uint16)
+            targets = {"chord": chord, "root": roots.astype(np.uint8), "bass": roots.astype(np.uint8),
+                       "pitches": masks}
+            song_id, duration = f"{split}/{i}", frames / features.frame_rate
+            example = records.song_example(song_id, spectrogram, targets, duration, features.frame_rate)
+            songs[split].append((example, preparation.song_stats(song_id, chord, duration)))
+    config = preparation.PrepareConfig(songs_per_shard=songs_per_shard or max(1, *songs_per_split))
+    preparation.write_songs(folder, songs, features, config, source="tests/helpers_data.py")
     return folder
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chordkeras import evaluate, plots, vocab
+from chordkeras import evaluate, inference, plots, scoring, vocab
 from chordkeras.annotations import Segment, write_lab
 from chordkeras.config import FeatureConfig
 
@@ -27,9 +27,9 @@ def mir_eval_scores(reference, estimate):
 
 
 def test_two_seconds_wrong_in_ten_scores_point_eight():
-    results = evaluate.evaluate_pairs([("song", REFERENCE, ESTIMATE)])
+    results = scoring.evaluate_pairs([("song", REFERENCE, ESTIMATE)])
     song = results["songs"]["song"]
-    for name in evaluate.CHORD_METRICS:
+    for name in scoring.CHORD_METRICS:
         assert song[name] == pytest.approx(0.8, abs=1e-12), name
         assert results["overall"][name] == pytest.approx(0.8, abs=1e-12), name
     # Reference boundary at 5 s, estimate at 7 s: 2 s of the 10 s in a wrong-sized piece either way.
@@ -51,7 +51,7 @@ def test_per_song_scores_equal_mir_eval_evaluate():
     for trial in range(30):
         reference = random_annotation(10.0)
         estimate = random_annotation(float(rng.uniform(8.0, 12.0)))
-        ours = evaluate.evaluate_pairs([("s", reference, estimate)])["songs"]["s"]
+        ours = scoring.evaluate_pairs([("s", reference, estimate)])["songs"]["s"]
         theirs = mir_eval_scores(reference, estimate)
         for name, value in theirs.items():
             if ours[name] is None:  # nothing comparable: mir_eval returns 0 with a warning
@@ -66,7 +66,7 @@ def test_wcsr_weights_songs_by_scored_duration():
     # Song 2: 6 s, of which 2 s are X (unscored) and 1 s is wrong.
     with_x = [Segment(0.0, 2.0, "X"), Segment(2.0, 6.0, "D:min")]
     with_x_estimate = [Segment(0.0, 5.0, "D:min"), Segment(5.0, 6.0, "F:maj")]
-    results = evaluate.evaluate_pairs(
+    results = scoring.evaluate_pairs(
         [("a", REFERENCE, ESTIMATE), ("b", short, short_estimate), ("c", with_x, with_x_estimate)]
     )
     assert results["songs"]["c"]["majmin"] == pytest.approx(3.0 / 4.0)
@@ -81,7 +81,7 @@ def test_wcsr_weights_songs_by_scored_duration():
 
 def test_nothing_comparable_gives_none_not_zero():
     reference = [Segment(0.0, 4.0, "C:dim")]  # majmin cannot score a diminished chord
-    results = evaluate.evaluate_pairs([("d", reference, [Segment(0.0, 4.0, "C:min")])])
+    results = scoring.evaluate_pairs([("d", reference, [Segment(0.0, 4.0, "C:min")])])
     assert results["songs"]["d"]["majmin"] is None
     assert results["overall"]["majmin"] is None
     assert results["songs"]["d"]["root"] == 1.0
@@ -94,43 +94,43 @@ def test_nothing_comparable_gives_none_not_zero():
         ("C:maj", "C", None),
         ("Db:maj", "C#:maj", None),
         ("X", "C:maj", None),
-        ("C:maj", "C:min", evaluate.MAJ_VS_MIN),
-        ("A:min7", "A:7", evaluate.MAJ_VS_MIN),
-        ("C:maj", "G:maj", evaluate.ROOT_FIFTH),
-        ("C:maj", "F:min", evaluate.ROOT_FIFTH),
-        ("C:maj", "D:maj", evaluate.OTHER_ROOT),
-        ("C:maj/3", "C:maj", evaluate.INVERSION),
-        ("G:7/b7", "G:7", evaluate.INVERSION),
-        ("G:7", "G:maj", evaluate.SEVENTH_MISSED),
-        ("G:maj", "G:maj7", evaluate.SEVENTH_ADDED),
-        ("G:maj7", "G:7", evaluate.SEVENTH_WRONG),
-        ("N", "C:maj", evaluate.N_VS_CHORD),
-        ("C:maj", "N", evaluate.N_VS_CHORD),
-        ("C:maj", "X", evaluate.UNKNOWN_ESTIMATE),
-        ("C:maj", "C:sus4", evaluate.OTHER_QUALITY),
-        ("C:dim", "C:aug", evaluate.MAJ_VS_MIN),
-        ("C:maj", "C:aug", evaluate.OTHER_QUALITY),
+        ("C:maj", "C:min", scoring.MAJ_VS_MIN),
+        ("A:min7", "A:7", scoring.MAJ_VS_MIN),
+        ("C:maj", "G:maj", scoring.ROOT_FIFTH),
+        ("C:maj", "F:min", scoring.ROOT_FIFTH),
+        ("C:maj", "D:maj", scoring.OTHER_ROOT),
+        ("C:maj/3", "C:maj", scoring.INVERSION),
+        ("G:7/b7", "G:7", scoring.INVERSION),
+        ("G:7", "G:maj", scoring.SEVENTH_MISSED),
+        ("G:maj", "G:maj7", scoring.SEVENTH_ADDED),
+        ("G:maj7", "G:7", scoring.SEVENTH_WRONG),
+        ("N", "C:maj", scoring.N_VS_CHORD),
+        ("C:maj", "N", scoring.N_VS_CHORD),
+        ("C:maj", "X", scoring.UNKNOWN_ESTIMATE),
+        ("C:maj", "C:sus4", scoring.OTHER_QUALITY),
+        ("C:dim", "C:aug", scoring.MAJ_VS_MIN),
+        ("C:maj", "C:aug", scoring.OTHER_QUALITY),
     ],
 )
 def test_classify_error(reference, estimate, category):
-    assert evaluate.classify_error(reference, estimate) == category
+    assert scoring.classify_error(reference, estimate) == category
 
 
 def test_confusion_summary_adds_up_durations():
     reference = [Segment(0, 4, "C:maj"), Segment(4, 8, "G:7"), Segment(8, 10, "N"), Segment(10, 12, "X")]
     estimate = [Segment(0, 3, "C:maj"), Segment(3, 4, "C:min"), Segment(4, 8, "G:maj"), Segment(8, 12, "C:maj")]
-    confusions = evaluate.evaluate_pairs([("s", reference, estimate)])["confusions"]
+    confusions = scoring.evaluate_pairs([("s", reference, estimate)])["confusions"]
     assert confusions["scored_seconds"] == pytest.approx(10.0)
     assert confusions["error_seconds"] == pytest.approx(7.0)
     assert [(c["category"], c["seconds"]) for c in confusions["categories"]] == [
-        (evaluate.SEVENTH_MISSED, 4.0),
-        (evaluate.N_VS_CHORD, 2.0),
-        (evaluate.MAJ_VS_MIN, 1.0),
+        (scoring.SEVENTH_MISSED, 4.0),
+        (scoring.N_VS_CHORD, 2.0),
+        (scoring.MAJ_VS_MIN, 1.0),
     ]
     assert confusions["pairs"][0] == {
-        "reference": "G:7", "estimate": "G:maj", "category": evaluate.SEVENTH_MISSED, "seconds": 4.0
+        "reference": "G:7", "estimate": "G:maj", "category": scoring.SEVENTH_MISSED, "seconds": 4.0
     }
-    text = evaluate.format_confusions(confusions)
+    text = scoring.format_confusions(confusions)
     assert "G:7 -> G:maj" in text and "70.0%" in text
 
 
@@ -139,7 +139,7 @@ def test_record_labels_restore_inversions():
     chord = np.array([large.encode("C:maj"), large.encode("C:maj"), large.encode("A:min7"), 0, 1])
     root = np.array([0, 0, 9, 12, 12])
     bass = np.array([0, 4, 4, 12, 12])  # E under C major is the third, under A minor the fifth
-    assert evaluate.record_labels(chord, root, bass) == ["C:maj", "C:maj/3", "A:min7/5", "N", "X"]
+    assert inference.record_labels(chord, root, bass) == ["C:maj", "C:maj/3", "A:min7/5", "N", "X"]
 
 
 def test_cli_on_folders_writes_json_and_csv(tmp_path, capsys):

@@ -156,6 +156,7 @@ def test_resample_with_runtime_rate_and_batch():
     np.testing.assert_array_equal(same, batch)  # equal rates: identity
 
 
+@pytest.mark.slow
 def test_close_to_librosa_cqt():
     import librosa  # tests only: the reference constant-Q transform
     freqs = features.bin_frequencies(CONFIG)

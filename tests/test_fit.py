@@ -13,6 +13,8 @@ from chordkeras import config as config_lib
 from chordkeras import export, features, fit, preparation, prepare, train
 from helpers_data import write_songs
 
+pytestmark = pytest.mark.slow  # real fits and exports
+
 
 def _config(**train_overrides):
     config = config_lib.resolve("tiny", ["data.excerpt_seconds=2.0", "data.batch_size=8", "data.excerpts_per_song=8",

@@ -1,23 +1,17 @@
 """benchmarks/generalisation.py end to end on one short song, with two SoundFonts made from TimGM6mb."""
 
-import importlib.util
 import json
 import pathlib
 import struct
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from helpers_benchmarks import load_benchmark
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("generalisation", ROOT / "benchmarks" / "generalisation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module     # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("generalisation")
 
 
 def _brighter_copy(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
@@ -42,6 +36,7 @@ def model_export(tmp_path_factory):
                                saved_model=False)
 
 
+@pytest.mark.slow
 def test_same_songs_under_two_fonts_scored_and_checked(tmp_path, model_export, capsys):
     from chordkeras.synth import render
 
@@ -76,6 +71,7 @@ def test_same_songs_under_two_fonts_scored_and_checked(tmp_path, model_export, c
     assert "song_00000.lab: labels differ between timgm6mb and other_font" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_same_font_twice_is_refused(tmp_path, model_export, capsys):
     from chordkeras.synth import render
 
@@ -93,3 +89,17 @@ def test_the_same_font_twice_is_refused(tmp_path, model_export, capsys):
 def test_font_key():
     bench = _benchmark()
     assert bench.font_key(pathlib.Path("/x/MuseScore_General Lite.sf3")) == "musescore_general_lite"
+
+
+def test_a_missing_default_font_is_named_with_its_package_and_nothing_is_installed(tmp_path):
+    bench = _benchmark()
+    missing = tmp_path / "FluidR3_GM.sf2"
+    with pytest.raises(ValueError, match=r"FluidR3_GM.sf2 is missing: .*fluid-soundfont-gm "
+                                         r"\(sudo apt-get install fluid-soundfont-gm\)"):
+        bench.ensure_soundfont(str(missing), "fluid-soundfont-gm")
+    with pytest.raises(ValueError, match="mine.sf2: SoundFont not found"):
+        bench.ensure_soundfont(str(tmp_path / "mine.sf2"), None)
+    assert sorted(tmp_path.iterdir()) == []
+    present = tmp_path / "present.sf2"
+    present.write_bytes(b"RIFF")
+    assert bench.ensure_soundfont(str(present), "some-package") == present

@@ -13,6 +13,7 @@ def song():
     return generate.make_song(3, 0, render.load_renderer(), 0.25, chain=None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window_seconds", [4.0, 1.0])
 def test_same_output_at_every_level_from_0_to_minus_60_db(song, window_seconds):
     """The song peaking at 0, -20, -40 and -60 dBFS: at least 99% of frames get the same chord (and

@@ -315,6 +315,7 @@ def test_an_index_that_is_not_one_is_refused_naming_it(tmp_path):
         mirdata_source.open_dataset(mirdata_source.MirdataSource("beatle", str(tmp_path), index=str(index)))
 
 
+@pytest.mark.slow
 def test_worker_processes_check_audio_checksums_too(homes, tmp_path):
     sources = _sources({"beatles": homes["beatles"]})
     info = preparation.prepare_dataset(sources, tmp_path / "out", FEATURES, preparation.PrepareConfig(workers=2),

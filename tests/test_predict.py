@@ -11,7 +11,10 @@ import pytest
 import soundfile
 from PIL import Image
 
-from chordkeras import annotations, evaluate, features as features_lib, plots, predict, vocab
+import chordkeras
+from chordkeras import annotations, evaluate, export, inference, plots, predict, scoring, vocab
+from chordkeras import features as features_lib
+from chordkeras.audio import ArraySource, open_audio
 from chordkeras.config import FeatureConfig, RunConfig
 
 FEATURES = FeatureConfig()
@@ -68,9 +71,7 @@ def keras_model_file(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     model.save(folder / "model.keras")
     config = dataclasses.replace(RunConfig(), data=dataclasses.replace(RunConfig().data, vocabulary="majmin"))
-    card = {"vocabulary": "majmin", "class_names": labels, "features": dataclasses.asdict(FEATURES),
-            "config": config.to_dict(), "metrics": {}, "data": None, "chordkeras_version": "test"}
-    (folder / "model_card.json").write_text(json.dumps(card))
+    export.write_model_card(folder, config)  # the card fit's export writes
     return folder / "model.keras"
 
 
@@ -82,7 +83,7 @@ def song_segments(rng, count=10):
 
 def test_plan_windows_keeps_every_frame_once():
     for total, window, overlap in [(5, 10, 2), (100, 30, 6), (101, 30, 6), (1000, 646, 54), (31, 30, 29)]:
-        windows = predict.plan_windows(total, window, overlap)
+        windows = inference.plan_windows(total, window, overlap)
         kept = np.concatenate([np.arange(w.keep_start, w.keep_stop) for w in windows])
         np.testing.assert_array_equal(kept, np.arange(total))
         assert len({w.length for w in windows}) == 1 and windows[0].length <= window
@@ -90,7 +91,7 @@ def test_plan_windows_keeps_every_frame_once():
         for a, b in zip(windows, windows[1:]):
             assert a.start + a.length - b.start >= overlap - 1  # rounding of the spread starts
     with pytest.raises(ValueError):
-        predict.plan_windows(100, 10, 10)
+        inference.plan_windows(100, 10, 10)
 
 
 # At the model's rate and at integer multiples of it chunk starts fall on exact samples; at other
@@ -100,9 +101,9 @@ def test_chunked_spectrogram_matches_the_whole_song(keras_model_file, monkeypatc
     rng = np.random.default_rng(5)
     audio = render_song(song_segments(rng, 12), sample_rate, rng)
     whole = features_lib.log_spectrogram(features_lib.resample(audio, sample_rate, FEATURES.sample_rate), FEATURES)
-    monkeypatch.setattr(predict, "FEATURE_CHUNK_SECONDS", 7.0)
-    model = predict.load_chord_model(keras_model_file)
-    chunked = model.source_spectrogram(predict.ArraySource(audio, sample_rate))
+    monkeypatch.setattr(inference, "FEATURE_CHUNK_SECONDS", 7.0)
+    model = inference.load_chord_model(keras_model_file)
+    chunked = model.source_spectrogram(ArraySource(audio, sample_rate))
     assert chunked.shape == whole.shape
     np.testing.assert_allclose(chunked, whole.numpy(), atol=atol)
 
@@ -116,7 +117,7 @@ def test_audio_spans_match_the_whole_file(tmp_path, suffix):
     path = tmp_path / f"tone{suffix}"
     soundfile.write(path, np.stack([tone, 0.5 * tone], axis=1), 44100)
     whole = soundfile.read(path, dtype="float32", always_2d=True)[0].mean(axis=1)
-    source = predict.open_audio(path, FEATURES.sample_rate)
+    source = open_audio(path, FEATURES.sample_rate)
     assert source.num_samples == len(whole) and source.sample_rate == 44100
     for start, stop in [(0, 50000), (40000, 140000), (100000, 100010), (150000, 10**9), (5000, 6000)]:
         np.testing.assert_allclose(source.read(start, stop), whole[start:stop], atol=1e-6)
@@ -144,10 +145,10 @@ def test_transcribe_recovers_the_chords_of_a_stereo_44k_file(keras_model_file, t
     reference = song_segments(rng)
     mono = render_song(reference, 44100, rng)
     soundfile.write(tmp_path / "song.wav", np.stack([mono, 0.5 * mono], axis=1), 44100)
-    model = predict.load_chord_model(keras_model_file)
-    segments = predict.transcribe(model, tmp_path / "song.wav")
+    model = inference.load_chord_model(keras_model_file)
+    segments = inference.transcribe(model, tmp_path / "song.wav")
     assert segments[0].start == 0.0 and segments[-1].end == pytest.approx(reference[-1].end, abs=1e-4)
-    scores = evaluate.evaluate_pairs([("song", reference, segments)])["songs"]["song"]
+    scores = scoring.evaluate_pairs([("song", reference, segments)])["songs"]["song"]
     assert scores["majmin"] > 0.9
     assert all(0.0 < s.confidence <= 1.0 for s in segments)
 
@@ -155,16 +156,17 @@ def test_transcribe_recovers_the_chords_of_a_stereo_44k_file(keras_model_file, t
 def test_windows_stitch_to_the_whole_song_probabilities(keras_model_file):
     rng = np.random.default_rng(2)
     audio = render_song(song_segments(rng, 12), FEATURES.sample_rate, rng)
-    whole = predict.load_chord_model(keras_model_file, window_seconds=600.0)
-    windowed = predict.load_chord_model(keras_model_file, window_seconds=8.0, overlap_seconds=2.0)
+    whole = inference.load_chord_model(keras_model_file, window_seconds=600.0)
+    windowed = inference.load_chord_model(keras_model_file, window_seconds=8.0, overlap_seconds=2.0)
     expected, times = whole.probabilities(audio, FEATURES.sample_rate)
     probs, windowed_times = windowed.probabilities(audio, FEATURES.sample_rate)
-    assert len(predict.plan_windows(len(expected), windowed.window_frames, windowed.overlap_frames)) > 3
+    assert len(inference.plan_windows(len(expected), windowed.window_frames, windowed.overlap_frames)) > 3
     assert probs.shape == expected.shape == (FEATURES.num_frames(len(audio)), MAJMIN.num_classes)
     np.testing.assert_allclose(windowed_times, times)
     np.testing.assert_allclose(probs, expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_directory_in_directory_out(keras_model_file, tmp_path, capsys):
     rng = np.random.default_rng(3)
     songs = tmp_path / "songs"
@@ -180,7 +182,7 @@ def test_cli_directory_in_directory_out(keras_model_file, tmp_path, capsys):
     for name, reference in references.items():
         intervals, labels = mir_eval.io.load_labeled_intervals(str(out / f"{name}.lab"))
         estimate = [annotations.Segment(a, b, label) for (a, b), label in zip(intervals, labels)]
-        assert evaluate.evaluate_pairs([(name, reference, estimate)])["overall"]["majmin"] > 0.9
+        assert scoring.evaluate_pairs([(name, reference, estimate)])["overall"]["majmin"] > 0.9
         duration = reference[-1].end
         with Image.open(out / f"{name}.png") as image:
             assert image.size == plots.song_figure_size(duration, has_reference=False)
@@ -188,7 +190,7 @@ def test_cli_directory_in_directory_out(keras_model_file, tmp_path, capsys):
     assert predict.main(argv + ["--format", "jams", "--decode", "argmax"]) == 0
     assert annotations.load_annotation(out / "b.jams")[0].label == references["b"][0].label
     jam = json.loads((out / "b.jams").read_text())
-    assert jam["annotations"][0]["annotation_metadata"]["version"] == "test"
+    assert jam["annotations"][0]["annotation_metadata"]["version"] == chordkeras.__version__
 
     assert predict.main(argv + ["--format", "csv"]) == 0
     rows = list(csv.DictReader((out / "disc1" / "a.csv").open()))
@@ -214,6 +216,7 @@ def export_folder(tmp_path_factory):
     return export.export_model(model, config, tmp_path_factory.mktemp("run") / "export")
 
 
+@pytest.mark.slow
 def test_backends_agree_with_the_exported_signature(export_folder):
     from chordkeras import export
 
@@ -223,15 +226,16 @@ def test_backends_agree_with_the_exported_signature(export_folder):
     direct = serve(audio=mono, sample_rate=np.int32(44100))
     expected = direct["probabilities"].numpy()
     for backend in ("saved_model", "keras"):
-        model = predict.load_chord_model(export_folder, backend, window_seconds=600.0)
+        model = inference.load_chord_model(export_folder, backend, window_seconds=600.0)
         probs, times = model.probabilities(np.stack([mono, mono], axis=1), 44100)
         assert probs.shape == expected.shape
         np.testing.assert_allclose(probs, expected, atol=1e-5, err_msg=backend)
         np.testing.assert_allclose(times, direct["frame_times"].numpy(), atol=1e-4)
-    assert isinstance(predict.load_chord_model(export_folder), predict.KerasTranscriber)
+    assert isinstance(inference.load_chord_model(export_folder), inference.KerasTranscriber)
     assert model.class_names == list(vocab.get_vocabulary("large").class_names)
 
 
+@pytest.mark.slow
 def test_cli_on_an_export_folder(export_folder, tmp_path):
     rng = np.random.default_rng(7)
     soundfile.write(tmp_path / "song.ogg", render_song(song_segments(rng, 4), 32000, rng), 32000)
@@ -244,6 +248,7 @@ def test_cli_on_an_export_folder(export_folder, tmp_path):
     assert predict.main([str(tmp_path), str(tmp_path / "song.ogg")]) == 2  # not a model
 
 
+@pytest.mark.slow
 def test_evaluate_a_model_on_prepared_records(export_folder, tmp_path):
     from helpers_data import write_tiny_dataset
 

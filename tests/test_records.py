@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from chordkeras import records
+from chordkeras import files, records
 
 
 def _song(frames=5, bins=6):
@@ -63,15 +63,15 @@ def test_missing_shards_and_info_are_named(tmp_path):
 
 
 def test_write_json_atomic_leaves_no_temporary(tmp_path):
-    records.write_json_atomic(tmp_path / "a.json", {"b": 1})
+    files.write_json_atomic(tmp_path / "a.json", {"b": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
-    assert records.read_json(tmp_path / "a.json") == {"b": 1}
+    assert files.read_json(tmp_path / "a.json") == {"b": 1}
 
 
 def test_read_json_names_a_damaged_file(tmp_path):
     (tmp_path / "a.json").write_text('{"b": ')
     with pytest.raises(ValueError, match=r"a.json: not valid JSON \(Expecting value: line 1 column 7 \(char 6\)\)"):
-        records.read_json(tmp_path / "a.json")
+        files.read_json(tmp_path / "a.json")
 
 
 def test_count_records_verifies_every_checksum(tmp_path):

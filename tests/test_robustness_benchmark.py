@@ -1,9 +1,7 @@
 """benchmarks/robustness.py end to end on one short song, and the sample-based renderer it can use."""
 
-import importlib.util
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pretty_midi
@@ -11,17 +9,13 @@ import pytest
 import soundfile
 
 from chordkeras.synth import sampler
+from helpers_benchmarks import load_benchmark
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SR = 22050
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("robustness", ROOT / "benchmarks" / "robustness.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module     # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("robustness")
 
 
 def _note_samples(folder: pathlib.Path, names=("C4v10", "D#4v10", "F#4v10", "A4v10", "C3", "A2")) -> pathlib.Path:

@@ -24,6 +24,8 @@ from chordkeras import dataservice, prepare, records, train
 
 from helpers_data import write_tiny_dataset
 
+pytestmark = pytest.mark.slow  # worker processes and multi-replica fits
+
 TIMEOUT = 300  # seconds for a group of subprocesses on a busy 2-core machine
 OVERRIDES = ["data.excerpt_seconds=2.0", "data.batch_size=8", "data.excerpts_per_song=4", "train.epochs=1",
              "train.learning_rate=0.01", "train.mixed_precision=off"]
@@ -241,26 +243,12 @@ def test_replicas_with_unequal_real_frames_take_the_single_device_step(tmp_path)
 # tf.data service
 
 
-def _split_train_shard(folder, num_shards):
-    """Rewrites the one train shard of a tiny dataset as `num_shards` shards (songs dealt round-robin)."""
-    path = folder / records.shard_name("train", 0, 1)
-    songs = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
-    path.unlink()
-    for i in range(num_shards):
-        with tf.io.TFRecordWriter(str(folder / records.shard_name("train", i, num_shards))) as writer:
-            for song in songs[i::num_shards]:
-                writer.write(song)
-    info = records.read_dataset_info(folder)
-    info["splits"]["train"]["shards"] = num_shards
-    records.write_json_atomic(folder / records.DATASET_INFO, info)
-
-
 def test_two_data_service_workers_feed_a_fit(tmp_path, monkeypatch):
     # 32 one-song shards, and small shuffle buffers so that a worker's pipeline takes shards only
     # as its batches are consumed (as with a real corpus, whose passes are far longer than the
     # buffers): the dispatcher then deals the shards of a pass to both workers.
-    data_dir = write_tiny_dataset(tmp_path / "tiny", _config().features, songs_per_split=(32, 2, 2))
-    _split_train_shard(data_dir, 32)
+    data_dir = write_tiny_dataset(tmp_path / "tiny", _config().features, songs_per_split=(32, 2, 2),
+                                  songs_per_shard=1)
     # A worker's first batch can come seconds after the other's: epochs of 24 steps (three passes)
     # go on until batches from both have arrived (at most 8 epochs).
     config = config_lib.resolve("tiny", [*OVERRIDES, "data.excerpts_per_song=2", "data.shuffle_songs=2",

@@ -19,6 +19,8 @@ from tuning import search, space
 from tuning import tuner as tuner_lib
 from tuning.hypermodel import ChordHyperModel, trial_callbacks
 
+pytestmark = pytest.mark.slow  # real searches
+
 
 # Everything but a few cheap hyperparameters is pinned, so a trial is one epoch of a small conv net
 # (no recurrent layer: tracing a GRU costs more than the rest of a trial). Still

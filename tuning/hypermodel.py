@@ -77,11 +77,11 @@ class ChordHyperModel(kt.HyperModel):
         # keras-tuner clears the Keras session before each build, which also resets the global
         # dtype policy: set seed and precision here, for every trial.
         keras.utils.set_random_seed(config.train.seed)
-        model_lib.set_precision(config.train.mixed_precision, self.device.kind)
+        precision = devices.set_precision(config.train.mixed_precision, self.device.kind)
         data = self.datasets(config)
         weights = (dataset_lib.class_weights(data.info, config.data.vocabulary)
                    if config.train.class_weighting else None)
-        model = model_lib.build_model(config, class_weights=weights)
+        model = model_lib.build_model(config, class_weights=weights, precision=precision)
         # The cosine schedule decays over the trial's maximum epochs (train.epochs).
         model_lib.compile_model(model, config, data.steps_per_epoch)
         # Built now, the optimizer's state (moments, step count, learning rate) is part of the

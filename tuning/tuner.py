@@ -101,7 +101,7 @@ class _TaggedTrials:
 
     def run_trial(self, trial, *args, **kwargs):
         trial_dir = pathlib.Path(self.get_trial_dir(trial.trial_id))
-        records.write_json_atomic(trial_dir / TRIAL_TAG,
+        files.write_json_atomic(trial_dir / TRIAL_TAG,
                                   {"tuner_id": self.tuner_id, "host": socket.gethostname(), "pid": os.getpid()})
         return super().run_trial(trial, *args, trial_dir=str(trial_dir), **kwargs)
 
@@ -152,7 +152,7 @@ def _check_search_folder(project_dir: pathlib.Path, identity: dict[str, Any], ov
     path = project_dir / SEARCH_FILE
     if overwrite or not path.exists():
         return
-    if records.read_json(path) != identity:
+    if files.read_json(path) != identity:
         raise ValueError(f"{project_dir} holds a search with another config, dataset, tuner or fixed keys "
                          f"({path}); choose another --project-name or pass --overwrite")
 
@@ -187,7 +187,7 @@ def run_search(base: RunConfig, dataset_dir: str | os.PathLike, options: SearchO
     tuner = make_tuner(hypermodel, options)
     if role != "worker":
         project_dir.mkdir(parents=True, exist_ok=True)  # --overwrite has just deleted it
-        records.write_json_atomic(project_dir / SEARCH_FILE, identity)
+        files.write_json_atomic(project_dir / SEARCH_FILE, identity)
     tuner_id = tuner.tuner_id  # KERASTUNER_TUNER_ID, or keras-tuner's default "tuner0"
     where = ""
     if role != "single":
@@ -225,7 +225,7 @@ def trial_summary(tuner: kt.Tuner) -> list[dict[str, Any]]:
     rows = []
     for rank, trial in enumerate(trials, 1):
         tag_path = pathlib.Path(tuner.get_trial_dir(trial.trial_id)) / TRIAL_TAG
-        tag = records.read_json(tag_path) if tag_path.exists() else {}
+        tag = files.read_json(tag_path) if tag_path.exists() else {}
         values = dict(trial.hyperparameters.values)
         row = {
             "rank": rank if trial.status == "COMPLETED" else None,
@@ -245,7 +245,7 @@ def trial_summary(tuner: kt.Tuner) -> list[dict[str, Any]]:
 
 def write_summary(project_dir: pathlib.Path, trials: list[dict[str, Any]]) -> None:
     """summary.json (rows as they are) and summary.csv (hyperparameters and metrics as columns)."""
-    records.write_json_atomic(project_dir / "summary.json", trials)
+    files.write_json_atomic(project_dir / "summary.json", trials)
     hp_names = sorted({k for t in trials for k in t["hyperparameters"]})
     metric_names = sorted({k for t in trials for k in t["metrics"]})
     head = ["rank", "trial_id", "status", "score", "tuner_id", "epochs", "from_trial"]
@@ -299,7 +299,7 @@ def export_best(tuner: kt.Tuner, trial, hypermodel: ChordHyperModel, project_dir
     model = tuner.load_model(trial)
     out = project_dir / "best"
     out.mkdir(parents=True, exist_ok=True)
-    records.write_json_atomic(out / "config.json", {
+    files.write_json_atomic(out / "config.json", {
         "config": config.to_dict(), "dataset": hypermodel.dataset_dir, "trial_id": trial.trial_id,
         "hyperparameters": trial.hyperparameters.values})
     validation = {name: trial.metrics.get_best_value(name) for name in trial.metrics.metrics
@@ -308,7 +308,7 @@ def export_best(tuner: kt.Tuner, trial, hypermodel: ChordHyperModel, project_dir
     export_dir = train_lib.export_and_score(model, config, hypermodel.dataset_dir, out / "export", test_metrics,
                                             data_info=records.read_dataset_info(hypermodel.dataset_dir),
                                             saved_model=options.saved_model, card_metrics=validation)
-    records.write_json_atomic(out / "test_metrics.json", test_metrics)
+    files.write_json_atomic(out / "test_metrics.json", test_metrics)
     return export_dir
 
 

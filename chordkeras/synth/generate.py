@@ -10,7 +10,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import json
 import multiprocessing
 import os
 import sys
@@ -20,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from chordkeras import annotations
-from chordkeras.files import temporary_name, write_text_atomic
+from chordkeras.files import atomic_output, read_json, write_json_atomic, write_text_atomic
 from chordkeras.config import FeatureConfig
 from chordkeras.synth import arrange as arrange_lib
 from chordkeras.synth import harmony, recording, render, voices
@@ -97,6 +96,13 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
     return Song(audio, sample_rate, labels, plan, arrangement, tuple(voice_names))
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the OS has one (Linux), else all (macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def song_names(index: int, audio_format: str) -> tuple[str, str]:
     return f"song_{index:05d}.{audio_format}", f"song_{index:05d}.lab"
 
@@ -104,13 +110,8 @@ def song_names(index: int, audio_format: str) -> tuple[str, str]:
 def _write_audio(path: Path, audio: np.ndarray, sample_rate: int, audio_format: str) -> None:
     import soundfile
 
-    tmp = Path(temporary_name(path))
-    try:
+    with atomic_output(path) as tmp:
         soundfile.write(tmp, audio, sample_rate, format=audio_format.upper(), subtype="PCM_16")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 
@@ -233,17 +234,17 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
                          recording_chain)
     settings_path = out_dir / SETTINGS_NAME
     if settings_path.exists():
-        previous = json.loads(settings_path.read_text())
+        previous = read_json(settings_path)
         if previous != settings:
             changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
             raise ValueError(f"{out_dir} holds songs generated with other settings (old, new): {changed}; "
                              "use another folder")
     else:
-        write_text_atomic(settings_path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        write_json_atomic(settings_path, settings)
 
     missing = [i for i in range(num_songs)
                if not all((out_dir / name).exists() for name in song_names(i, audio_format))]
-    workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(missing) or 1))
+    workers = max(1, min(workers or usable_cpus(), len(missing) or 1))
     if missing:
         from tqdm.auto import tqdm
 

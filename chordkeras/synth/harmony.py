@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from chordkeras import vocab
+
 # Semitones above the root for each Harte quality of the `large` vocabulary.
 QUALITY_INTERVALS: dict[str, tuple[int, ...]] = {
     "maj": (0, 4, 7),
@@ -50,7 +52,7 @@ _INVERSIONS: dict[str, tuple[int, ...]] = {
     "sus2": (7,),
 }
 
-SHARP_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+SHARP_NAMES = vocab.PITCH_NAMES
 FLAT_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
 
 # Diatonic triads (semitones above the tonic, quality) per scale degree.

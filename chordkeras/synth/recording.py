@@ -41,14 +41,14 @@ class ChainRanges:
     """Probabilities and ranges of the randomised recording chain (one draw per song)."""
 
     room: float = 0.85                      # chance of a simulated room
-    rt60: tuple[float, float] = (0.15, 1.6)  # reverberation time, seconds (log-uniform)
-    room_length: tuple[float, float] = (3.0, 30.0)   # metres (log-uniform); width and height follow
+    rt60: tuple[float, float] = (0.15, 2.5)  # reverberation time, seconds (log-uniform)
+    room_length: tuple[float, float] = (3.0, 40.0)   # metres (log-uniform); width and height follow
     compression: float = 0.45               # chance of a bus compressor
     limiting: float = 0.25                  # chance of driving a limiter / clipper
     saturation: float = 0.2                 # chance of tape/valve saturation (tanh)
     speaker: float = 0.25                   # chance of a small loudspeaker or phone microphone
-    hum: float = 0.15                       # chance of mains hum (50 or 60 Hz and harmonics)
-    hum_snr_db: tuple[float, float] = (25.0, 55.0)
+    hum: float = 0.2                        # chance of mains hum (50 or 60 Hz and harmonics)
+    hum_snr_db: tuple[float, float] = (10.0, 50.0)
     crowd: float = 0.1                      # chance of crowd babble
     crowd_snr_db: tuple[float, float] = (12.0, 35.0)
     noise_snr_db: tuple[float, float] = (20.0, 65.0)  # broadband noise, always present
@@ -64,11 +64,11 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
-def biquad(kind: str, freq: float, gain_db: float, sr: int) -> np.ndarray:
-    """RBJ-cookbook biquad as one SOS row: kind "low"/"high" shelf or "peak", Q 0.707."""
+def biquad(kind: str, freq: float, gain_db: float, sr: int, q: float = 0.707) -> np.ndarray:
+    """RBJ-cookbook biquad as one SOS row: kind "low"/"high" shelf or "peak"."""
     a_gain = 10 ** (gain_db / 40)
     w0 = 2 * np.pi * freq / sr
-    cos, alpha = np.cos(w0), np.sin(w0) / 2 / 0.707
+    cos, alpha = np.cos(w0), np.sin(w0) / 2 / q
     if kind == "peak":
         b = [1 + alpha * a_gain, -2 * cos, 1 - alpha * a_gain]
         a = [1 + alpha / a_gain, -2 * cos, 1 - alpha / a_gain]

@@ -14,10 +14,11 @@ import hashlib
 import io
 import os
 import struct
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from chordkeras.files import write_bytes_atomic
 
 _VORBIS = 0x10
 _SHDR_RECORD = struct.Struct("<20s5IBbHH")    # name, start, end, loopstart, loopend, rate, key, correction, link, type
@@ -150,11 +151,5 @@ def as_sf2(path: os.PathLike | str) -> Path:
     target = cache_dir() / f"{path.stem}-{digest}.sf2"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            tmp.write_bytes(sf3_to_sf2(data))
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(target, sf3_to_sf2(data))
     return target

@@ -31,6 +31,7 @@ import scipy.fft
 import scipy.signal
 import scipy.special
 
+from chordkeras.synth import recording
 from chordkeras.synth.arrange import LEAD_PROGRAMS
 
 PLUCK, SINGER, ADDITIVE = "pluck", "singer", "additive"
@@ -174,16 +175,6 @@ def _log_uniform(rng, low, high):
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
-def _peaking(freq: float, gain_db: float, q: float, sr: int) -> np.ndarray:
-    """RBJ-cookbook peaking biquad as one SOS row."""
-    a_gain = 10 ** (gain_db / 40)
-    w0 = 2 * np.pi * min(freq, 0.45 * sr) / sr
-    alpha = np.sin(w0) / (2 * q)
-    b = np.array([1 + alpha * a_gain, -2 * np.cos(w0), 1 - alpha * a_gain])
-    a = np.array([1 + alpha / a_gain, -2 * np.cos(w0), 1 - alpha / a_gain])
-    return np.concatenate([b / a[0], a / a[0]])[None, :]
-
-
 def _place_notes(part: _Part, out: np.ndarray, waves: dict, offsets, envelope, release: np.ndarray) -> None:
     """Adds each note: its pitch's wave from `offsets[i]`, shaped by envelope(hold) and `release`."""
     n_release = len(release)
@@ -239,8 +230,11 @@ def _render_pluck(part: _Part, rng: np.random.Generator, out: np.ndarray) -> Non
     brightness = rng.uniform(0.05, 0.35) if bass else rng.uniform(0.1, 0.6)
     softness = rng.uniform(0.3, 0.8) if bass else rng.uniform(0.0, 0.6)       # one-pole low-pass on the pluck
     pick = rng.uniform(0.08, 0.3)                                            # pick position along the string
-    body = np.concatenate([_peaking(_log_uniform(rng, 80, 250), rng.uniform(3, 12), rng.uniform(1, 4), sr),
-                           _peaking(_log_uniform(rng, 200, 2500), rng.uniform(-6, 9), rng.uniform(0.7, 3), sr)])
+    body = np.concatenate([
+        recording.biquad("peak", min(_log_uniform(rng, 80, 250), 0.45 * sr), rng.uniform(3, 12), sr, rng.uniform(1, 4)),
+        recording.biquad("peak", min(_log_uniform(rng, 200, 2500), 0.45 * sr), rng.uniform(-6, 9), sr,
+                         rng.uniform(0.7, 3)),
+    ])
     noise_level = rng.uniform(0.02, 0.12)
     release = np.exp(-np.arange(int(rng.uniform(0.04, 0.12) * sr)) / (0.015 * sr)).astype(np.float32)
 
