@@ -14,7 +14,7 @@ import pathlib
 import sys
 from typing import Sequence
 
-from chordkeras import files, scoring
+from chordkeras import cli, files, scoring
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -45,6 +45,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="comparison that marks errors in the plots (default majmin)")
     parser.add_argument("--top", type=int, default=15, help="label confusions to list (default 15)")
     parser.add_argument("--no-progress", action="store_true")
+    cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
     folder_mode = args.reference is not None or args.estimate is not None
     model_mode = args.model is not None or args.records is not None
@@ -70,6 +71,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    return cli.run("chordkeras.evaluate", cli.debug_requested(args), lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.model is not None:
         model_path = pathlib.Path(args.model)
         default_out = model_path.parent / f"eval-{pathlib.Path(args.records).name}-{args.split}"
@@ -110,9 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if results.get(key):
             print(f"\n{key.replace('_', ' ')} ({len(results[key])}): {', '.join(results[key][:20])}"
                   + (" ..." if len(results[key]) > 20 else ""), file=sys.stderr)
+    for item in results.get("failed", []):
+        print(f"chordkeras.evaluate: failed {item['song']}: {item['reason']}", file=sys.stderr)
     json_path, csv_path = scoring.write_results(results, out)
     print(f"\nwrote {json_path} and {csv_path}" + (f" and plots in {plot_dir}" if plot_dir else ""))
-    return 0
+    failed, missing = len(results.get("failed", [])), len(results.get("missing_estimates", []))
+    print(f"chordkeras.evaluate: {results['num_songs']} song(s) scored, {failed} failed, {missing} without an estimate",
+          file=sys.stderr)
+    # A missing or bad estimate is an error of the run that made the estimates: the exit status says so.
+    return 1 if failed or missing else 0
 
 
 if __name__ == "__main__":
