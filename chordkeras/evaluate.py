@@ -100,7 +100,7 @@ def _main(args: argparse.Namespace) -> int:
             results = scoring.evaluate_folders(args.reference, args.estimate, plot_dir, args.audio, args.plot_metric,
                                                args.top)
     except ValueError as e:
-        print(f"chordkeras.evaluate: {e}", file=sys.stderr)
+        print(f"chordkeras.evaluate: error: {e}", file=sys.stderr)
         return 2
     if args.sweep is not None:
         print(scoring.format_sweep(rows))

@@ -97,12 +97,12 @@ def _main(args: argparse.Namespace) -> int:
     try:
         pairs = plan_outputs(args.audio, args.out, args.format)
     except ValueError as e:
-        print(f"chordkeras.predict: {e}", file=sys.stderr)
+        print(f"chordkeras.predict: error: {e}", file=sys.stderr)
         return 2
     try:
         model = inference.load_chord_model(args.model, args.backend, args.window_seconds, args.overlap_seconds)
     except ValueError as e:
-        print(f"chordkeras.predict: {e}", file=sys.stderr)
+        print(f"chordkeras.predict: error: {e}", file=sys.stderr)
         return 2
     model.warm_up()
     metadata = {
