@@ -83,25 +83,22 @@ def _main(args: argparse.Namespace) -> int:
         estimate = pathlib.Path(args.estimate)
         out = pathlib.Path(args.out) if args.out else estimate.parent / f"{estimate.stem}-eval"
     plot_dir = out / "plots" if args.plot else None
-    try:
-        if args.model is not None:
-            # Imported here: scoring folders of annotations needs no TensorFlow, a model does.
-            from chordkeras import inference
+    # A ValueError (no matching songs, unusable model or records) is reported in one line by cli.run.
+    if args.model is not None:
+        # Imported here: scoring folders of annotations needs no TensorFlow, a model does.
+        from chordkeras import inference
 
-            if args.sweep is not None:
-                rows = inference.sweep_self_transition(args.model, args.records, args.split, args.sweep,
-                                                       not args.no_progress)
-            else:
-                results = inference.evaluate_model_on_records(
-                    args.model, args.records, args.split, args.decode, args.self_transition, plot_dir,
-                    args.plot_metric, progress=not args.no_progress, top_confusions=args.top,
-                )
+        if args.sweep is not None:
+            rows = inference.sweep_self_transition(args.model, args.records, args.split, args.sweep,
+                                                   not args.no_progress)
         else:
-            results = scoring.evaluate_folders(args.reference, args.estimate, plot_dir, args.audio, args.plot_metric,
-                                               args.top)
-    except ValueError as e:
-        print(f"chordkeras.evaluate: error: {e}", file=sys.stderr)
-        return 2
+            results = inference.evaluate_model_on_records(
+                args.model, args.records, args.split, args.decode, args.self_transition, plot_dir,
+                args.plot_metric, progress=not args.no_progress, top_confusions=args.top,
+            )
+    else:
+        results = scoring.evaluate_folders(args.reference, args.estimate, plot_dir, args.audio, args.plot_metric,
+                                           args.top)
     if args.sweep is not None:
         print(scoring.format_sweep(rows))
         out.mkdir(parents=True, exist_ok=True)

@@ -94,16 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    try:
-        pairs = plan_outputs(args.audio, args.out, args.format)
-    except ValueError as e:
-        print(f"chordkeras.predict: error: {e}", file=sys.stderr)
-        return 2
-    try:
-        model = inference.load_chord_model(args.model, args.backend, args.window_seconds, args.overlap_seconds)
-    except ValueError as e:
-        print(f"chordkeras.predict: error: {e}", file=sys.stderr)
-        return 2
+    # A ValueError here (missing input, unusable model) is reported in one line by cli.run.
+    pairs = plan_outputs(args.audio, args.out, args.format)
+    model = inference.load_chord_model(args.model, args.backend, args.window_seconds, args.overlap_seconds)
     model.warm_up()
     metadata = {
         "model": model.description,

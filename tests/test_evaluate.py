@@ -225,3 +225,18 @@ def test_cli_scores_the_good_songs_and_names_missing_empty_and_malformed_estimat
     assert str(ests / "malformed.lab") in reasons["malformed"] and "A:notachord" in reasons["malformed"]
     assert f"chordkeras.evaluate: failed empty: {reasons['empty']}" in err
     assert err.strip().splitlines()[-1] == "chordkeras.evaluate: 1 song(s) scored, 2 failed, 1 without an estimate"
+
+
+def test_cli_errors_are_one_line_and_debug_raises(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "no-estimates"
+    (tmp_path / "ref").mkdir()
+    write_lab(tmp_path / "ref" / "a.lab", [Segment(0.0, 5.0, "A:min")])
+    monkeypatch.delenv("CHORDKERAS_DEBUG", raising=False)
+    assert evaluate.main([str(tmp_path / "ref"), str(missing), "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chordkeras.evaluate: error: ")
+    with pytest.raises(ValueError):
+        evaluate.main([str(tmp_path / "ref"), str(missing), "--out", str(tmp_path / "out"), "--debug"])
+    monkeypatch.setenv("CHORDKERAS_DEBUG", "1")
+    with pytest.raises(ValueError):
+        evaluate.main([str(tmp_path / "ref"), str(missing), "--out", str(tmp_path / "out")])
