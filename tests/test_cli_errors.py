@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from chordkeras import config as config_lib
 from helpers_data import write_tiny_dataset
 
@@ -28,6 +30,7 @@ def test_prepare_of_a_missing_source_is_one_line_and_debug_shows_the_traceback(t
         f"ValueError: {missing}: neither a folder of audio + annotations nor a CSV manifest")
 
 
+@pytest.mark.slow
 def test_fit_on_a_damaged_dataset_json_names_it_in_one_line(tmp_path):
     data = write_tiny_dataset(tmp_path / "data", config_lib.RunConfig().features, songs_per_split=(2, 1, 1))
     (data / "dataset.json").write_text('{"features": {')

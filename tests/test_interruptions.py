@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from chordkeras import config as config_lib
 from helpers_data import write_tiny_dataset
 
@@ -46,6 +48,7 @@ def _epochs_in_history(run_dir):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_many_points_resumes_each_time_without_losing_or_repeating_an_epoch(tmp_path):
     data = write_tiny_dataset(tmp_path / "data", config_lib.RunConfig().features, songs_per_split=(8, 2, 2))
     run_dir = tmp_path / "run"
