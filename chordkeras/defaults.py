@@ -44,5 +44,5 @@ def default_dataset(folder: pathlib.Path, features: FeatureConfig, num_songs: in
     manifest = synth.generate_songs(folder / "audio", num_songs, seed, minutes_per_song=DEFAULT_MINUTES_PER_SONG)
     print(f"chordkeras.fit: preparing TFRecords in {folder.resolve()}", file=sys.stderr, flush=True)
     preparation.prepare_dataset(manifest, folder, features, preparation.PrepareConfig(seed=seed),
-                                command=["chordkeras.fit (built-in dataset)"], progress=progress)
+                                command=[preparation.BUILT_IN_COMMAND], progress=progress)
     return folder

@@ -14,7 +14,7 @@ import pathlib
 import sys
 from typing import Sequence
 
-from chordkeras import files, scoring
+from chordkeras import cli, files, scoring
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -45,6 +45,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="comparison that marks errors in the plots (default majmin)")
     parser.add_argument("--top", type=int, default=15, help="label confusions to list (default 15)")
     parser.add_argument("--no-progress", action="store_true")
+    cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
     folder_mode = args.reference is not None or args.estimate is not None
     model_mode = args.model is not None or args.records is not None
@@ -70,6 +71,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    return cli.run("chordkeras.evaluate", cli.debug_requested(args), lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.model is not None:
         model_path = pathlib.Path(args.model)
         default_out = model_path.parent / f"eval-{pathlib.Path(args.records).name}-{args.split}"
@@ -78,25 +83,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         estimate = pathlib.Path(args.estimate)
         out = pathlib.Path(args.out) if args.out else estimate.parent / f"{estimate.stem}-eval"
     plot_dir = out / "plots" if args.plot else None
-    try:
-        if args.model is not None:
-            # Imported here: scoring folders of annotations needs no TensorFlow, a model does.
-            from chordkeras import inference
+    # A ValueError (no matching songs, unusable model or records) is reported in one line by cli.run.
+    if args.model is not None:
+        # Imported here: scoring folders of annotations needs no TensorFlow, a model does.
+        from chordkeras import inference
 
-            if args.sweep is not None:
-                rows = inference.sweep_self_transition(args.model, args.records, args.split, args.sweep,
-                                                       not args.no_progress)
-            else:
-                results = inference.evaluate_model_on_records(
-                    args.model, args.records, args.split, args.decode, args.self_transition, plot_dir,
-                    args.plot_metric, progress=not args.no_progress, top_confusions=args.top,
-                )
+        if args.sweep is not None:
+            rows = inference.sweep_self_transition(args.model, args.records, args.split, args.sweep,
+                                                   not args.no_progress)
         else:
-            results = scoring.evaluate_folders(args.reference, args.estimate, plot_dir, args.audio, args.plot_metric,
-                                               args.top)
-    except ValueError as e:
-        print(f"chordkeras.evaluate: {e}", file=sys.stderr)
-        return 2
+            results = inference.evaluate_model_on_records(
+                args.model, args.records, args.split, args.decode, args.self_transition, plot_dir,
+                args.plot_metric, progress=not args.no_progress, top_confusions=args.top,
+            )
+    else:
+        results = scoring.evaluate_folders(args.reference, args.estimate, plot_dir, args.audio, args.plot_metric,
+                                           args.top)
     if args.sweep is not None:
         print(scoring.format_sweep(rows))
         out.mkdir(parents=True, exist_ok=True)
@@ -110,9 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if results.get(key):
             print(f"\n{key.replace('_', ' ')} ({len(results[key])}): {', '.join(results[key][:20])}"
                   + (" ..." if len(results[key]) > 20 else ""), file=sys.stderr)
+    for item in results.get("failed", []):
+        print(f"chordkeras.evaluate: failed {item['song']}: {item['reason']}", file=sys.stderr)
     json_path, csv_path = scoring.write_results(results, out)
     print(f"\nwrote {json_path} and {csv_path}" + (f" and plots in {plot_dir}" if plot_dir else ""))
-    return 0
+    failed, missing = len(results.get("failed", [])), len(results.get("missing_estimates", []))
+    print(f"chordkeras.evaluate: {results['num_songs']} song(s) scored, {failed} failed, {missing} without an estimate",
+          file=sys.stderr)
+    # A missing or bad estimate is an error of the run that made the estimates: the exit status says so.
+    return 1 if failed or missing else 0
 
 
 if __name__ == "__main__":

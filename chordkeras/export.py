@@ -90,8 +90,9 @@ def export_model(model: keras.Model, config: RunConfig, out_dir: str | os.PathLi
     """Writes saved_model/, model.keras and model_card.json into `out_dir` (replacing an old export).
 
     Everything is written into a temporary folder first and renamed at the end, so an export folder
-    under its final name is always complete. With saved_model=False only the .keras model and the
-    card are written.
+    under its final name is always complete (a kill between moving the old export aside and renaming
+    the new one leaves the old one complete in `<out>.previous`, put back by the next export). With
+    saved_model=False only the .keras model and the card are written.
     """
     out = pathlib.Path(out_dir)
     with files.atomic_output(out, temporary=out.with_name(out.name + ".incomplete")) as tmp:

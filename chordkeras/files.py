@@ -26,8 +26,9 @@ def atomic_output(path: str | os.PathLike, temporary: str | os.PathLike | None =
     """Yields a temporary name beside `path` to write a file or a folder under; renames it into place.
 
     The caller writes under the yielded name; when the block ends without an error the result
-    replaces `path` (an existing folder there is removed first). On any failure the temporary file
-    or folder is removed and an existing `path` is left as it was.
+    replaces `path` (an existing folder there is first renamed to `<path>.previous`, put back by the
+    next call if a kill lands between the two renames). On any failure the temporary file or folder
+    is removed and an existing `path` is left as it was.
 
     Args:
         path: The final name.
@@ -37,15 +38,23 @@ def atomic_output(path: str | os.PathLike, temporary: str | os.PathLike | None =
             so writers that refuse an existing file can use it.
     """
     tmp = pathlib.Path(temporary if temporary is not None else temporary_name(path))
+    previous = pathlib.Path(f"{os.fspath(path)}.previous")
+    if previous.is_dir() and not os.path.exists(path):
+        # A kill between the two renames below: the previous folder is complete, put it back.
+        os.replace(previous, path)
+    _remove(previous)
     _remove(tmp)
     try:
         yield tmp
+        # A folder cannot replace another in one rename: the old one steps aside first, so at every
+        # instant one complete version exists (under `path`, or `<path>.previous` until the next write).
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+            os.replace(path, previous)
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
+    _remove(previous)
 
 
 def _remove(path: pathlib.Path) -> None:
@@ -66,6 +75,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
             f.write(text)
 
 
+def replace_synced(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Flushes the finished file `tmp` to disk, then renames it to `path` (same folder: atomic)."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` under a temporary name, then renames it into place (see `write_text_atomic`)."""
     with atomic_output(path) as tmp:
@@ -79,5 +95,8 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, sort_keys: bool = True)
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Reads a UTF-8 JSON file."""
-    return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    """Reads a UTF-8 JSON file; a damaged one raises ValueError naming the file."""
+    try:
+        return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None

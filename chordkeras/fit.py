@@ -15,6 +15,7 @@ import argparse
 import pathlib
 import sys
 
+from chordkeras import cli
 from chordkeras import config as config_lib
 
 DEFAULT_DATASET = "synth-default"
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-export", action="store_true",
                         help="skip the SavedModel (the .keras model and its card are still written)")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras verbosity (default 2)")
+    cli.add_debug_flag(parser)
     return parser
 
 
@@ -77,29 +79,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = sys.argv if argv is None else ["python", "-m", "chordkeras.fit", *argv]
     try:
-        config = resolve_config(args)
-    except ValueError as e:
-        print(f"chordkeras.fit: error: {e}", file=sys.stderr)
-        return 2
-    # Imported once the arguments are good: --help and argument errors need no TensorFlow.
-    from chordkeras import defaults, train
-
-    try:
-        if args.data:
-            dataset_dir = pathlib.Path(args.data)
-        else:
-            dataset_dir = defaults.default_dataset(pathlib.Path(args.root) / DEFAULT_DATASET, config.features,
-                                                   num_songs=args.synth_songs)
-        run_dir = pathlib.Path(args.run_dir) if args.run_dir else default_run_dir(dataset_dir, args.preset)
-        result = train.train(config, dataset_dir, run_dir, strategy=args.strategy, data_service=args.data_service,
-                             command=command, export=not args.no_export, verbose=args.verbose)
-    except ValueError as e:
-        print(f"chordkeras.fit: error: {e}", file=sys.stderr)
-        return 2
+        return cli.run("chordkeras.fit", cli.debug_requested(args), lambda: _main(args, command))
     except KeyboardInterrupt:
         print("chordkeras.fit: interrupted; run the same command again to resume from the last finished epoch",
               file=sys.stderr)
         return 130
+
+
+def _main(args: argparse.Namespace, command: list[str]) -> int:
+    config = resolve_config(args)
+    # Imported once the arguments are good: --help and argument errors need no TensorFlow.
+    from chordkeras import defaults, train
+
+    if args.data:
+        dataset_dir = pathlib.Path(args.data)
+    else:
+        dataset_dir = defaults.default_dataset(pathlib.Path(args.root) / DEFAULT_DATASET, config.features,
+                                               num_songs=args.synth_songs)
+    run_dir = pathlib.Path(args.run_dir) if args.run_dir else default_run_dir(dataset_dir, args.preset)
+    result = train.train(config, dataset_dir, run_dir, strategy=args.strategy, data_service=args.data_service,
+                         command=command, export=not args.no_export, verbose=args.verbose)
     print(f"chordkeras.fit: run folder {result.run_dir.resolve()}")
     if result.export_dir:
         print(f"chordkeras.fit: exported model {result.export_dir.resolve()} "

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Sequence
 
-from chordkeras import __version__, annotations, audio, inference
+from chordkeras import __version__, annotations, audio, cli, inference
 
 
 def plan_outputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None, fmt: str) -> list[tuple[pathlib.Path, pathlib.Path]]:
@@ -79,6 +79,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--overlap-seconds", type=float, default=inference.DEFAULT_OVERLAP_SECONDS,
                         help=f"overlap between windows (default {inference.DEFAULT_OVERLAP_SECONDS})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
     if not 0.0 < args.self_transition < 1.0:
         parser.error("--self-transition must be in (0, 1)")
@@ -87,18 +88,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    return cli.run("chordkeras.predict", cli.debug_requested(args), lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    try:
-        pairs = plan_outputs(args.audio, args.out, args.format)
-    except ValueError as e:
-        print(f"chordkeras.predict: {e}", file=sys.stderr)
-        return 2
-    try:
-        model = inference.load_chord_model(args.model, args.backend, args.window_seconds, args.overlap_seconds)
-    except ValueError as e:
-        print(f"chordkeras.predict: {e}", file=sys.stderr)
-        return 2
+    # A ValueError here (missing input, unusable model) is reported in one line by cli.run.
+    pairs = plan_outputs(args.audio, args.out, args.format)
+    model = inference.load_chord_model(args.model, args.backend, args.window_seconds, args.overlap_seconds)
     model.warm_up()
     metadata = {
         "model": model.description,
@@ -119,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                      with_spectrogram=args.plot)
             finally:
                 source.close()
-        except audio.AudioError as e:  # reported per file; the other files go on
-            failures.append((audio_path, str(e)))
+        except (ValueError, OSError, RuntimeError) as e:  # AudioError included: reported per file, the others go on
+            failures.append((audio_path, " ".join(str(e).split()) or type(e).__name__))
             continue
         out_path.parent.mkdir(parents=True, exist_ok=True)
         annotations.write_segments(out_path, result.segments, args.format, result.duration, dict(metadata))
@@ -141,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for audio_path, reason in failures:
         print(f"chordkeras.predict: failed {audio_path}: {reason}", file=sys.stderr)
+    print(f"chordkeras.predict: {done} of {len(pairs)} file(s) transcribed, {len(failures)} failed", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -15,10 +15,12 @@ import csv
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import multiprocessing
 import os
 import pathlib
+import shlex
 import sys
 import time
 from typing import Any, Iterable, Iterator, Sequence
@@ -35,6 +37,8 @@ from chordkeras.inputs import SongInput
 ANNOTATION_EXTENSIONS = (".lab", ".jams")
 # An annotation may run past the end of the audio by this much (rounding in label files).
 END_TOLERANCE_SECONDS = 0.5
+# The command recorded in the built-in dataset's dataset.json (chordkeras.defaults).
+BUILT_IN_COMMAND = "chordkeras.fit (built-in dataset)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,7 +342,102 @@ def write_shard(folder: pathlib.Path, plan: ShardPlan, results: Iterable[tuple],
 
 
 def _shard_complete(folder: pathlib.Path, plan: ShardPlan) -> bool:
-    return (folder / plan.name).exists() and (folder / f"{plan.name}.json").exists()
+    """The shard and its summary exist and every record passes its checksum; a damaged one is named."""
+    shard, summary = folder / plan.name, folder / f"{plan.name}.json"
+    if not (shard.exists() and summary.exists()):
+        return False
+    problem = _shard_problem(shard, summary)
+    if problem is not None:
+        print(f"chordkeras.prepare: {problem}; rewriting it from the source audio", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def _shard_problem(shard: pathlib.Path, summary: pathlib.Path | None) -> str | None:
+    """What is wrong with one shard (checksums, record count against its summary), or None."""
+    try:
+        count = records.count_records(shard)
+    except records.DamagedShardError as e:
+        return str(e)
+    if summary is None or not summary.exists():
+        return None
+    try:
+        expected = len(files.read_json(summary)["songs"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{summary}: unreadable shard summary ({e})"
+    if count != expected:
+        return f"{shard}: damaged shard ({count} records, its summary lists {expected} songs)"
+    return None
+
+
+def verify_dataset(out_dir: str | os.PathLike) -> tuple[int, list[str]]:
+    """Checks a prepared dataset without changing it: every shard's records and checksums.
+
+    Every `*.tfrecord` is read to the end with its length and data CRCs verified and its record
+    count compared with its summary; shards that the summaries (or dataset.json) expect but that
+    are absent are reported too.
+
+    Returns:
+        (shards checked, problems): each problem a line naming the file and what is wrong.
+    """
+    out = pathlib.Path(out_dir)
+    if not out.is_dir():
+        raise ValueError(f"{out}: no such folder")
+    shards = sorted(out.glob("*-of-*.tfrecord"))
+    if not shards:
+        raise ValueError(f"{out}: no shards (*-NNNNN-of-NNNNN.tfrecord); not a prepared dataset")
+    problems = []
+    for shard in shards:
+        summary = out / f"{shard.name}.json"
+        problem = _shard_problem(shard, summary if summary.exists() else None)
+        if problem is not None:
+            problems.append(problem)
+    expected = set()
+    for summary in sorted(out.glob("*.tfrecord.json")):
+        try:
+            split_shards = files.read_json(summary).get("split_shards", {})
+        except (OSError, ValueError, AttributeError) as e:
+            problems.append(f"{summary}: unreadable shard summary ({e})")
+            continue
+        expected |= {records.shard_name(split, i, n) for split, n in split_shards.items() for i in range(n)}
+    problems += [f"{out / name}: missing" for name in sorted(expected - {p.name for p in shards})]
+    if not (out / records.DATASET_INFO).exists():
+        problems.append(f"{out / records.DATASET_INFO}: missing (merge with python -m chordkeras.prepare --merge {out})")
+    return len(shards), problems
+
+
+def damaged_shards(out_dir: str | os.PathLike) -> list[records.DamagedShardError]:
+    """The shards of a dataset whose records fail their checksums (no summaries needed)."""
+    found = []
+    for shard in sorted(pathlib.Path(out_dir).glob("*-of-*.tfrecord")):
+        try:
+            records.count_records(shard)
+        except records.DamagedShardError as e:
+            found.append(e)
+    return found
+
+
+def repair_hint(out_dir: str | os.PathLike) -> str:
+    """How to rewrite the damaged shards of a dataset from its source audio, in one sentence."""
+    out = pathlib.Path(out_dir)
+    try:
+        info = records.read_dataset_info(out)
+    except (OSError, ValueError):
+        info = {}
+    command = info.get("command") or []
+    jobs = (info.get("prepare") or {}).get("num_jobs", 1)
+    if command and (command[0] == "chordkeras.prepare" or pathlib.PurePath(command[0]).name == "prepare.py"):
+        args = " ".join(shlex.quote(a) for a in command[1:])
+        again = (f"run its preparation again (python -m chordkeras.prepare {args})" if jobs == 1 else
+                 f"run the preparation job that wrote it again (of {jobs}; job 0 was python -m chordkeras.prepare "
+                 f"{args}), then --merge")
+        return (f"{again}: it rewrites damaged shards from the source audio; "
+                f"python -m chordkeras.prepare --verify {out} checks the result")
+    if command[:1] == [BUILT_IN_COMMAND]:
+        return (f"delete {out / records.DATASET_INFO} and run the same command again: the preparation then "
+                "rewrites damaged shards from the generated audio")
+    return (f"prepare it again from its source audio (python -m chordkeras.prepare SOURCE --out {out}): that "
+            "rewrites damaged shards and keeps the intact ones")
 
 
 def gather_inputs(sources, out: pathlib.Path, official_split: bool = False) -> tuple[list[SongInput], list[dict]]:
@@ -404,7 +503,10 @@ def prepare_dataset(
     plans = plan_shards(assign_splits(inputs, config.split_fractions, config.seed), config.songs_per_shard)
     meta = {"features": dataclasses.asdict(features), "prepare": dataclasses.asdict(config),
             "source": " + ".join(d["label"] for d in described), "sources": described,
-            "command": list(command) if command is not None else None}
+            "command": list(command) if command is not None else None,
+            # Every job plans the same shards: each summary names all of them, so a merge knows
+            # which shards to expect even of a split that no job has written yet.
+            "split_shards": {split: sum(p.split == split for p in plans) for split in records.SPLITS}}
     _check_existing(out, meta["features"])
     mine = [p for p in plans if p.ordinal % config.num_jobs == config.job_index]
     todo = [p for p in mine if not _shard_complete(out, p)]
@@ -493,22 +595,40 @@ def _check_existing(out: pathlib.Path, features: dict) -> None:
 
 
 def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Writes `dataset.json` from the shard summaries; refuses while shards are missing."""
+    """Writes `dataset.json` from the shard summaries; refuses while shards are missing.
+
+    Raises:
+        ValueError: naming the missing shards (of every split, also of a split no job wrote),
+            or a summary that cannot be read.
+    """
     out = pathlib.Path(out_dir)
-    summaries = [files.read_json(p) for p in sorted(out.glob("*.tfrecord.json"))]
+    if not out.is_dir():
+        raise ValueError(f"{out}: no such folder")
+    summaries = [_read_summary(p) for p in sorted(out.glob("*.tfrecord.json"))]
     if not summaries:
         raise ValueError(f"{out}: no shard summaries (*.tfrecord.json); nothing was prepared here")
     missing = [s["shard"] for s in summaries if not (out / s["shard"]).exists()]
-    expected = set()
     by_split: dict[str, list[dict]] = collections.defaultdict(list)
     for s in summaries:
         by_split[s["split"]].append(s)
-    for split, items in by_split.items():
-        num_shards = int(items[0]["shard"].removesuffix(".tfrecord").rsplit("-of-", 1)[1])
-        expected |= {records.shard_name(split, i, num_shards) for i in range(num_shards)}
+    plans = {json.dumps(s["split_shards"], sort_keys=True) for s in summaries if "split_shards" in s}
+    if len(plans) > 1:
+        raise ValueError(f"{out}: its shard summaries come from different preparations (other songs, split or "
+                         "shard size); prepare into a new folder")
+    if plans:
+        split_shards = json.loads(plans.pop())
+    else:
+        # Summaries written before the plan was recorded: only the splits that have one are known.
+        split_shards = {split: int(items[0]["shard"].removesuffix(".tfrecord").rsplit("-of-", 1)[1])
+                        for split, items in by_split.items()}
+    expected = {records.shard_name(split, i, n) for split, n in split_shards.items() for i in range(n)}
     missing += sorted(expected - {s["shard"] for s in summaries})
     if missing:
-        raise ValueError(f"{out}: shards not yet complete: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        jobs = summaries[0]["prepare"].get("num_jobs", 1)
+        raise ValueError(
+            f"{out}: {len(missing)} shard(s) not yet complete: {', '.join(missing[:10])}"
+            f"{' ...' if len(missing) > 10 else ''}; run the preparation job(s) that write them"
+            + (f" (one of --num-shards {jobs} jobs each)" if jobs > 1 else "") + ", then merge again")
     features = summaries[0]["features"]
     for s in summaries:
         if s["features"] != features:
@@ -542,6 +662,17 @@ def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
     }
     files.write_json_atomic(out / records.DATASET_INFO, info)
     return info
+
+
+def _read_summary(path: pathlib.Path) -> dict[str, Any]:
+    try:
+        summary = files.read_json(path)
+        if not isinstance(summary, dict) or not {"shard", "split", "prepare"} <= summary.keys():
+            raise ValueError("not a shard summary (no shard, split or prepare key)")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable shard summary ({e}); delete it and the shard next to it, and run "
+                         "the preparation again to rewrite both") from None
+    return summary
 
 
 def _source_counts(summaries: list[dict], song_sources: dict[str, str]) -> list[dict]:

@@ -5,6 +5,7 @@ Examples:
     python -m chordkeras.prepare manifest.csv --name mysongs --workers 8
     python -m chordkeras.prepare songs/ --name big --shard 0 --num-shards 4   # one of 4 jobs
     python -m chordkeras.prepare --merge tfrecords/big                         # after all jobs
+    python -m chordkeras.prepare --verify tfrecords/big                        # check, change nothing
     python -m chordkeras.prepare --mirdata beatles --data-home ~/mir_datasets/beatles --name beatles
     python -m chordkeras.prepare songs/ --mirdata billboard --mirdata guitarset --name mixed
     python -m chordkeras.prepare --list-mirdata
@@ -16,8 +17,8 @@ import argparse
 import pathlib
 import sys
 
+from chordkeras import cli, mirdata_source, preparation
 from chordkeras import config as config_lib
-from chordkeras import mirdata_source, preparation
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,17 +47,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", type=int, default=0, help="this job's index when preparing in several jobs")
     parser.add_argument("--num-shards", type=int, default=1, help="number of parallel jobs")
     parser.add_argument("--merge", metavar="DIR", help="write DIR/dataset.json from the shards of all jobs")
+    parser.add_argument("--verify", metavar="DIR",
+                        help="check every shard of DIR (record checksums, counts) without changing anything; "
+                             "exit status 1 when something is damaged or missing")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="features.KEY=VALUE",
                         help="feature config override, e.g. --set features.hop_length=1024")
     parser.add_argument("--no-progress", action="store_true")
+    cli.add_debug_flag(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return cli.run("chordkeras.prepare", cli.debug_requested(args), lambda: _main(parser, args, argv))
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.list_mirdata:
         return _list_mirdata()
+    if args.verify:
+        return _verify(pathlib.Path(args.verify))
     if args.merge:
         info = preparation.merge_dataset(args.merge)
         _report(pathlib.Path(args.merge), info)
@@ -84,17 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     official = args.split == "official"
     try:
         fractions = (0.8, 0.1, 0.1) if official else tuple(float(x) for x in args.split.split(","))
-        config = preparation.PrepareConfig(
-            split_fractions=fractions, seed=args.seed, songs_per_shard=args.songs_per_shard,
-            workers=args.workers, job_index=args.shard, num_jobs=args.num_shards, official_split=official,
-        )
-        info = preparation.prepare_dataset(
-            sources, out, features, config, command=sys.argv if argv is None else ["chordkeras.prepare", *argv],
-            progress=not args.no_progress,
-        )
-    except ValueError as e:  # MirdataError included
-        print(f"chordkeras.prepare: error: {e}", file=sys.stderr)
-        return 2
+    except ValueError:
+        parser.error(f"--split {args.split!r}: give three shares like 0.8,0.1,0.1, or 'official'")
+    config = preparation.PrepareConfig(
+        split_fractions=fractions, seed=args.seed, songs_per_shard=args.songs_per_shard,
+        workers=args.workers, job_index=args.shard, num_jobs=args.num_shards, official_split=official,
+    )
+    # Errors (MirdataError included) are ValueErrors: cli.run reports them in one line.
+    info = preparation.prepare_dataset(
+        sources, out, features, config, command=sys.argv if argv is None else ["chordkeras.prepare", *argv],
+        progress=not args.no_progress,
+    )
     if info is None:
         print(f"job {args.shard} of {args.num_shards} done; after all jobs: python -m chordkeras.prepare --merge {out}")
         return 0
@@ -102,12 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _verify(folder: pathlib.Path) -> int:
+    checked, problems = preparation.verify_dataset(folder)
+    for problem in problems:
+        print(f"chordkeras.prepare: {problem}", file=sys.stderr)
+    if problems:
+        print(f"chordkeras.prepare: {folder}: {len(problems)} problem(s) in {checked} shard(s); to repair, "
+              f"{preparation.repair_hint(folder)}", file=sys.stderr)
+        return 1
+    print(f"{folder}: {checked} shard(s) verified, every record intact")
+    return 0
+
+
 def _list_mirdata() -> int:
-    try:
-        collections, failed = mirdata_source.chord_collections()
-    except mirdata_source.MirdataError as e:
-        print(f"chordkeras.prepare: error: {e}", file=sys.stderr)
-        return 2
+    collections, failed = mirdata_source.chord_collections()
     print("collections with chord annotations in mirdata (versions: default first):")
     for c in collections:
         if not c.has_audio:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -116,6 +117,39 @@ def list_shards(folder: str | os.PathLike, split: str) -> list[str]:
     if not shards:
         raise ValueError(f"{folder}: no {split} shards ({split}-NNNNN-of-NNNNN.tfrecord)")
     return shards
+
+
+class DamagedShardError(ValueError):
+    """A shard whose records fail their checksums or end early; the message names the file.
+
+    Attributes:
+        path: The shard file.
+        reason: What is wrong, e.g. 'corrupted record at 94595' (a byte offset).
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path}: damaged shard ({reason})")
+        self.path = str(path)
+        self.reason = reason
+
+
+def count_records(path: str | os.PathLike) -> int:
+    """Reads every record of a TFRecord file, verifying each length and data CRC; returns how many.
+
+    Raises:
+        DamagedShardError: a checksum fails or the file ends inside a record.
+    """
+    dataset = tf.data.TFRecordDataset(str(path))
+    try:
+        return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    except tf.errors.OpError as e:
+        raise DamagedShardError(path, _record_error(e)) from None
+
+
+def _record_error(error: tf.errors.OpError) -> str:
+    """'corrupted record at N' out of TF's message, without the op and function names around it."""
+    found = re.search(r"(corrupted|truncated) record at \d+", error.message)
+    return found.group(0) if found else f"{type(error).__name__}: {error.message.splitlines()[0]}"
 
 
 def read_dataset_info(folder: str | os.PathLike) -> dict[str, Any]:

@@ -393,10 +393,11 @@ def evaluate_folders(
         top_confusions: Number of most frequent label confusions to list.
 
     Returns:
-        `evaluate_pairs` output, plus "missing_estimates" and "unmatched_estimates" (stems).
+        `evaluate_pairs` output, plus "missing_estimates" and "unmatched_estimates" (stems) and
+        "failed" (song and reason of each pair with an unreadable, malformed or empty file).
 
     Raises:
-        ValueError: no matching pairs.
+        ValueError: no matching pairs, or none that could be scored.
     """
     reference_dir, estimate_dir = pathlib.Path(reference_dir), pathlib.Path(estimate_dir)
     if reference_dir.is_file() and estimate_dir.is_file():
@@ -405,16 +406,27 @@ def evaluate_folders(
         matched, missing, unmatched = folder_pairs(reference_dir, estimate_dir)
     if not matched:
         raise ValueError(f"no estimate in {estimate_dir} matches a reference in {reference_dir} (by relative stem)")
-    pairs = []
+    pairs, failed = [], []
     for stem, ref_path, est_path in matched:
-        reference = annotations.load_annotation(ref_path)
-        estimate = annotations.load_annotation(est_path)
+        # A bad file is named with its reason and left out; the other songs are still scored.
+        try:
+            reference = annotations.load_annotation(ref_path)
+            estimate = annotations.load_annotation(est_path)
+        except (ValueError, OSError) as e:  # AnnotationError included
+            failed.append({"song": stem, "reason": " ".join(str(e).split())})
+            continue
+        empty = [path for path, segments in ((ref_path, reference), (est_path, estimate)) if not segments]
+        if empty:
+            failed.append({"song": stem, "reason": f"{empty[0]}: no chord segments (empty file)"})
+            continue
         pairs.append((stem, reference, estimate))
         if plot_dir is not None:
             _plot_pair(pathlib.Path(plot_dir) / f"{stem}.png", stem, reference, estimate, audio_dir, error_metric)
+    if not pairs:
+        raise ValueError(f"no song could be scored: {'; '.join(f['reason'] for f in failed[:5])}")
     results = evaluate_pairs(pairs, top_confusions)
     results.update({"references": str(reference_dir), "estimates": str(estimate_dir),
-                    "missing_estimates": missing, "unmatched_estimates": unmatched})
+                    "missing_estimates": missing, "unmatched_estimates": unmatched, "failed": failed})
     return results
 
 

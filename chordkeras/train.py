@@ -1,17 +1,21 @@
 """The library function behind `python -m chordkeras.fit`: one training run in one run folder.
 
 A run folder holds config.json and command.txt (checked when a run resumes), checkpoints/
-(best weights by the validation monitor), backup/ (BackupAndRestore: an interrupted run resumes
+(best weights by the validation monitor), backup/ (see `Backup`: an interrupted run resumes
 at its last finished epoch), logs/ (TensorBoard), history.csv, training_curves.png, test
 metrics, and export/ (SavedModel taking raw audio, .keras model and model card).
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import os
 import pathlib
+import re
+import shutil
 import sys
 import time
 from typing import Any, Sequence
@@ -113,6 +117,116 @@ class AverageMovingStatistics(keras.callbacks.Callback):
         strategy.run(self._step)
 
 
+class Backup(keras.callbacks.Callback):
+    """The training state (weights and optimizer) after each finished epoch, safe against a kill at any instant.
+
+    Replaces keras.callbacks.BackupAndRestore, which overwrites one HDF5 file in place (a kill during
+    the write leaves a file that can no longer be opened, and the run cannot resume) and writes the
+    epoch number in a second file afterwards. Here each epoch's state is one file,
+    `epoch-NNNNN.weights.h5`, written under a temporary name in the same folder and renamed when
+    complete; the two newest are kept, so `restore` falls back to the older one when the newer
+    cannot be read. A run that finished training leaves `training_finished.json`, so that a run
+    killed afterwards (testing, exporting) does not train again.
+
+    Put it last among the callbacks: the epoch then counts as finished only once every other
+    callback (history.csv, best checkpoint) has handled it.
+    """
+
+    KEEP = 2
+    FINISHED = "training_finished.json"
+
+    def __init__(self, backup_dir: str | os.PathLike):
+        super().__init__()
+        self.backup_dir = pathlib.Path(backup_dir)
+
+    def generations(self) -> list[tuple[int, pathlib.Path]]:
+        """(epochs finished, file) of the backups in the folder, newest first."""
+        found = []
+        for path in self.backup_dir.glob("epoch-*.weights.h5"):
+            match = re.fullmatch(r"epoch-(\d+)\.weights\.h5", path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found, reverse=True)
+
+    def finished(self) -> bool:
+        return (self.backup_dir / self.FINISHED).exists()
+
+    def restore(self, model: keras.Model) -> int:
+        """Loads the newest readable backup into `model`; returns the number of epochs it finished (0: none).
+
+        A backup that cannot be read is named on stderr and the older one is used instead.
+        """
+        for epochs, path in self.generations():
+            try:
+                model.load_weights(str(path))
+            except (OSError, ValueError, KeyError) as e:
+                print(f"chordkeras.fit: backup {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                      "falling back to the previous one", file=sys.stderr, flush=True)
+                continue
+            return epochs
+        if self.generations():
+            print(f"chordkeras.fit: no backup in {self.backup_dir} could be read; training starts again from "
+                  "epoch 1", file=sys.stderr, flush=True)
+        return 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        path = self.backup_dir / f"epoch-{epoch + 1:05d}.weights.h5"
+        # Keras only writes names ending in .weights.h5: the temporary name keeps the ending.
+        tmp = self.backup_dir / f".{path.name}.{os.getpid()}.incomplete.weights.h5"
+        self.model.save_weights(str(tmp), overwrite=True)
+        files.replace_synced(tmp, path)
+        for _, old in self.generations()[self.KEEP:]:
+            old.unlink()
+
+    def on_train_end(self, logs=None):
+        # Not called when fit is interrupted: only a training run that ended on its own is marked.
+        files.write_json_atomic(self.backup_dir / self.FINISHED, {"epochs": self.generations()[0][0]
+                                                                     if self.generations() else 0})
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint writing under a temporary name in the same folder, then renaming.
+
+    A kill during the write leaves the previous best checkpoint intact.
+    """
+
+    def __init__(self, filepath: str | os.PathLike, **kwargs):
+        self.final_path = pathlib.Path(filepath)
+        self.tmp_path = self.final_path.with_name(f".{self.final_path.stem}.incomplete.weights.h5")
+        super().__init__(str(self.tmp_path), **kwargs)
+
+    def _save_model(self, epoch, batch, logs):
+        if self.tmp_path.exists():
+            self.tmp_path.unlink()
+        super()._save_model(epoch, batch, logs)
+        if self.tmp_path.exists():
+            files.replace_synced(self.tmp_path, self.final_path)
+
+
+def resume_history(run_dir: pathlib.Path, epochs_done: int) -> list[dict[str, str]]:
+    """Keeps the rows of history.csv for the epochs the backup holds, drops later ones; returns the kept rows.
+
+    A kill after history.csv got an epoch's row but before that epoch's backup was complete would
+    otherwise leave the epoch twice in the history once it is trained again.
+    """
+    path = run_dir / "history.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        rows = [row for row in reader if row.get("epoch", "").isdigit()]
+    kept = [row for row in rows if int(row["epoch"]) < epochs_done]
+    if len(kept) != len(rows):
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept)
+        files.write_text_atomic(path, text.getvalue())
+    return kept
+
+
 def prepare_run_dir(run_dir: pathlib.Path, config: RunConfig, dataset_dir: str, command: Sequence[str] | None,
                     write: bool) -> bool:
     """Creates the run folder, or checks that an existing one holds the same run; True when resuming."""
@@ -152,12 +266,9 @@ def _callbacks(config: RunConfig, run_dir: pathlib.Path, steps: int, chief: bool
     train = config.train
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.TerminateOnNaN(),
-        # Every worker keeps a backup (multi-worker BackupAndRestore needs all of them); only the
-        # chief's folder is the run folder, the others write to their own temporary folders.
-        keras.callbacks.BackupAndRestore(str(_worker_dir(run_dir, chief) / "backup")),
         Throughput(steps, config.data.batch_size, config.data.excerpt_seconds),
-        keras.callbacks.ModelCheckpoint(
-            str(_worker_dir(run_dir, chief) / "checkpoints" / "best.weights.h5"),
+        AtomicModelCheckpoint(
+            _worker_dir(run_dir, chief) / "checkpoints" / "best.weights.h5",
             monitor=train.monitor, mode="max", save_best_only=True, save_weights_only=True,
             verbose=min(verbose, 1),
         ),
@@ -237,7 +348,27 @@ def train(
 
     Returns:
         FitResult with the history, test metrics and export folder.
+
+    Raises:
+        ValueError: the config, run folder or dataset does not fit, or a shard is damaged (the
+            message names it and says how to rewrite it).
     """
+    try:
+        return _train(config, dataset_dir, run_dir, strategy=strategy, data_service=data_service, command=command,
+                      export=export, verbose=verbose, callbacks=callbacks)
+    except tf.errors.DataLossError as e:
+        # TF names only the byte offset ("corrupted record at 94595"): find the shard by reading them all.
+        from chordkeras import preparation
+
+        damaged = preparation.damaged_shards(dataset_dir)
+        if not damaged:
+            raise
+        raise ValueError(f"{'; '.join(str(d) for d in damaged)}; to repair, "
+                         f"{preparation.repair_hint(dataset_dir)}") from e
+
+
+def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, command, export, verbose,
+           callbacks) -> FitResult:
     run_dir = pathlib.Path(run_dir)
     keras.utils.set_random_seed(config.train.seed)
     devices.enable_memory_growth()
@@ -284,25 +415,43 @@ def train(
         print(f"chordkeras.fit: {model.count_params():,} parameters; {data.steps_per_epoch} steps of "
               f"{config.data.batch_size} excerpts per epoch", flush=True)
 
-    # First, so that backups and checkpoints hold the averaged statistics.
+    # Every worker keeps a backup; only the chief's folder is the run folder, the others write to their own.
+    backup = Backup(_worker_dir(run_dir, chief) / "backup")
+    epochs_done = backup.restore(model)
+    kept_rows = resume_history(run_dir, epochs_done) if chief else []
+    if epochs_done:
+        print(f"chordkeras.fit: resuming after epoch {epochs_done} from {backup.backup_dir}", flush=True)
+    # First, so that backups and checkpoints hold the averaged statistics; the backup last (see Backup).
     all_callbacks = [AverageMovingStatistics()] + _callbacks(config, run_dir, data.steps_per_epoch, chief, verbose)
-    all_callbacks += list(callbacks)
-    history = model.fit(
-        train_ds,
-        validation_data=valid_ds,
-        epochs=config.train.epochs,
-        steps_per_epoch=data.steps_per_epoch,  # the pipeline is endless (see dataset.Datasets)
-        callbacks=all_callbacks,
-        shuffle=False,  # the pipeline shuffles
-        verbose=verbose,
-    )
+    # The best value so far comes back from the history, or the resumed run's first epoch would
+    # replace a better checkpoint.
+    monitored = [float(row[config.train.monitor]) for row in kept_rows if row.get(config.train.monitor)]
+    for callback in all_callbacks:
+        if isinstance(callback, AtomicModelCheckpoint) and monitored:
+            callback.best = max(monitored)
+    all_callbacks += list(callbacks) + [backup]
+    if backup.finished():
+        print("chordkeras.fit: training finished before the interruption; testing and exporting", flush=True)
+        history_dict = {k: [float(row[k]) for row in kept_rows] for k in (kept_rows[0] if kept_rows else {})
+                        if k != "epoch"}
+    else:
+        history = model.fit(
+            train_ds,
+            validation_data=valid_ds,
+            epochs=config.train.epochs,
+            initial_epoch=epochs_done,
+            steps_per_epoch=data.steps_per_epoch,  # the pipeline is endless (see dataset.Datasets)
+            callbacks=all_callbacks,
+            shuffle=False,  # the pipeline shuffles
+            verbose=verbose,
+        )
+        history_dict = {k: [float(x) for x in v] for k, v in history.history.items()}
     best = _worker_dir(run_dir, chief) / "checkpoints" / "best.weights.h5"
     if best.exists():
         model.load_weights(str(best))
 
     # model.evaluate is collective under multi-worker strategies: every worker runs it.
     test_metrics = frame_metrics(model, dataset_dir, "test", config)
-    history_dict = {k: [float(x) for x in v] for k, v in history.history.items()}
     export_dir = None
     if chief:
         export_dir = export_and_score(model, config, dataset_dir, run_dir / "export", test_metrics,
@@ -311,6 +460,8 @@ def train(
         _plot_curves(run_dir)
         print("chordkeras.fit: test split: " + ", ".join(
             f"{k} {v:.4f}" for k, v in test_metrics.items() if isinstance(v, float)), flush=True)
+    # The run is complete only now: until here a killed run resumes from the backup.
+    shutil.rmtree(backup.backup_dir, ignore_errors=True)
     return FitResult(run_dir=run_dir, history=history_dict, test_metrics=test_metrics, export_dir=export_dir)
 
 

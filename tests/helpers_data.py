@@ -41,3 +41,21 @@ def write_tiny_dataset(folder, features, songs_per_split=(6, 2, 2), frames=40, s
     config = preparation.PrepareConfig(songs_per_shard=songs_per_shard or max(1, *songs_per_split))
     preparation.write_songs(folder, songs, features, config, source="tests/helpers_data.py")
     return folder
+
+
+def write_songs(folder, count, sample_rate=22050):
+    """`count` real 4 s songs (WAV + .lab): 2 s of C major, then 2 s of A minor."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(2 * sample_rate) / sample_rate
+
+    def triad(notes):
+        freqs = 440.0 * 2 ** ((np.asarray(notes) - 69) / 12)
+        return (0.2 * np.sin(2 * np.pi * freqs[:, None] * t)).sum(axis=0).astype(np.float32)
+
+    audio = np.concatenate([triad([60, 64, 67]), triad([57, 60, 64])])
+    for i in range(count):
+        sf.write(folder / f"song{i}.wav", audio, sample_rate)
+        (folder / f"song{i}.lab").write_text("0.0 2.0 C:maj\n2.0 4.0 A:min\n")
+    return folder

@@ -151,7 +151,7 @@ def test_cli_on_folders_writes_json_and_csv(tmp_path, capsys):
     write_lab(refs / "two.lab", [Segment(0.0, 5.0, "A:min")])
     write_lab(ests / "two.lab", [Segment(0.0, 5.0, "A:min")])
     write_lab(refs / "three.lab", [Segment(0.0, 5.0, "A:min")])  # no estimate: reported
-    assert evaluate.main([str(refs), str(ests), "--out", str(out), "--plot"]) == 0
+    assert evaluate.main([str(refs), str(ests), "--out", str(out), "--plot"]) == 1  # an estimate is missing
     printed = capsys.readouterr()
     assert "ALL (WCSR)" in printed.out and "missing estimates (1): three" in printed.err
     results = json.loads((out / "evaluation.json").read_text())
@@ -203,3 +203,40 @@ def test_training_curves_png(tmp_path):
         assert image.size == plots.TRAINING_CURVES_SIZE_PX
     path = plots.plot_training_curves({"loss": [1.0, 0.5]}, tmp_path / "curves2.png")
     assert path.exists()
+
+
+def test_cli_scores_the_good_songs_and_names_missing_empty_and_malformed_estimates(tmp_path, capsys):
+    refs, ests, out = tmp_path / "ref", tmp_path / "est", tmp_path / "out"
+    refs.mkdir()
+    ests.mkdir()
+    for name in ("good", "empty", "malformed", "missing"):
+        write_lab(refs / f"{name}.lab", [Segment(0.0, 5.0, "A:min")])
+    write_lab(ests / "good.lab", [Segment(0.0, 4.0, "A:min"), Segment(4.0, 5.0, "C:maj")])
+    (ests / "empty.lab").write_text("")
+    (ests / "malformed.lab").write_text("0.0 5.0 A:notachord\n")
+    assert evaluate.main([str(refs), str(ests), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    results = json.loads((out / "evaluation.json").read_text())
+    assert set(results["songs"]) == {"good"}
+    assert results["overall"]["majmin"] == pytest.approx(4.0 / 5.0)
+    assert results["missing_estimates"] == ["missing"]
+    reasons = {item["song"]: item["reason"] for item in results["failed"]}
+    assert reasons["empty"].startswith(f"{ests / 'empty.lab'}") and reasons["empty"].endswith("no chord segments")
+    assert str(ests / "malformed.lab") in reasons["malformed"] and "A:notachord" in reasons["malformed"]
+    assert f"chordkeras.evaluate: failed empty: {reasons['empty']}" in err
+    assert err.strip().splitlines()[-1] == "chordkeras.evaluate: 1 song(s) scored, 2 failed, 1 without an estimate"
+
+
+def test_cli_errors_are_one_line_and_debug_raises(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "no-estimates"
+    (tmp_path / "ref").mkdir()
+    write_lab(tmp_path / "ref" / "a.lab", [Segment(0.0, 5.0, "A:min")])
+    monkeypatch.delenv("CHORDKERAS_DEBUG", raising=False)
+    assert evaluate.main([str(tmp_path / "ref"), str(missing), "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chordkeras.evaluate: error: ")
+    with pytest.raises(ValueError):
+        evaluate.main([str(tmp_path / "ref"), str(missing), "--out", str(tmp_path / "out"), "--debug"])
+    monkeypatch.setenv("CHORDKERAS_DEBUG", "1")
+    with pytest.raises(ValueError):
+        evaluate.main([str(tmp_path / "ref"), str(missing), "--out", str(tmp_path / "out")])

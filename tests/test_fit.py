@@ -1,5 +1,8 @@
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -7,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from chordkeras import config as config_lib
-from chordkeras import export, features, fit, train
+from chordkeras import export, features, fit, preparation, prepare, train
+from helpers_data import write_songs
 
 pytestmark = pytest.mark.slow  # real fits and exports
 
@@ -121,3 +125,31 @@ def test_fit_cli_trains_with_preset_and_overrides(tiny_data, tmp_path, capsys):
     assert not (run_dir / "export" / export.SAVED_MODEL).exists()
     assert fit.main(["--data", str(tiny_data), "--set", "train.nonsense=1"]) == 2
     assert "unknown config key" in capsys.readouterr().err
+
+
+def _run_cli(module, *args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env)
+
+
+def test_fit_on_a_damaged_shard_names_it_and_says_how_to_repair_it(tmp_path):
+    songs = write_songs(tmp_path / "songs", 4)
+    data = tmp_path / "data"
+    assert prepare.main([str(songs), "--out", str(data), "--split", "2,1,1", "--songs-per-shard", "2",
+                         "--workers", "1", "--no-progress"]) == 0
+    shard = data / "train-00000-of-00001.tfrecord"
+    raw = bytearray(shard.read_bytes())
+    raw[112:176] = bytes(64)  # inside the data of the first record, which starts at byte 12
+    shard.write_bytes(bytes(raw))
+    result = _run_cli("chordkeras.fit", "--data", str(data), "--preset", "tiny", "--set", "data.excerpt_seconds=2",
+                      "--epochs", "1", "--mixed-precision", "off", "--run-dir", str(tmp_path / "run"), "--no-export",
+                      "--verbose", "0")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"chordkeras.fit: error: {shard}: damaged shard (corrupted record at 12); to repair, "
+                           f"run its preparation again (python -m chordkeras.prepare {songs} --out {data} ")
+    assert "Traceback" not in result.stderr
+    # The repair the message gives: the same preparation rewrites the shard, and the run then trains.
+    assert prepare.main([str(songs), "--out", str(data), "--split", "2,1,1", "--songs-per-shard", "2",
+                         "--workers", "1", "--no-progress"]) == 0
+    assert preparation.verify_dataset(data) == (3, [])

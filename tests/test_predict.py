@@ -269,3 +269,21 @@ def test_evaluate_a_model_on_prepared_records(export_folder, tmp_path):
                                                                           ("viterbi", 0.9)]
     assert sweep[2]["overall"] == pytest.approx(results["overall"])
 
+
+
+def test_cli_transcribes_the_good_files_of_a_folder_and_names_the_bad_ones(keras_model_file, tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    songs, out = tmp_path / "songs", tmp_path / "out"
+    songs.mkdir()
+    soundfile.write(songs / "good.wav", render_song(song_segments(rng, 3), 22050, rng), 22050)
+    (songs / "empty.wav").write_bytes(b"")
+    # A WAV header (RIFF + fmt chunk) with no data chunk, as a writer killed after the header leaves it.
+    header = (songs / "good.wav").read_bytes()[:36]
+    (songs / "nodata.wav").write_bytes(header[:4] + (28).to_bytes(4, "little") + header[8:36])
+    assert predict.main([str(keras_model_file), str(songs), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert sorted(p.name for p in out.iterdir()) == ["good.lab"]
+    failed = sorted(line for line in err if line.startswith("chordkeras.predict: failed "))
+    assert [line.split(":")[1].strip() for line in failed] == [f"failed {songs / 'empty.wav'}",
+                                                                f"failed {songs / 'nodata.wav'}"]
+    assert err[-1] == "chordkeras.predict: 1 of 3 file(s) transcribed, 2 failed"

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 import os
 
 import numpy as np
@@ -26,6 +28,12 @@ def _song(folder, name, fmt="WAV"):
     ext = {"WAV": ".wav", "FLAC": ".flac"}[fmt]
     sf.write(folder / f"{name}{ext}", audio, SR, format=fmt)
     (folder / f"{name}.lab").write_text("0.0 2.0 C:maj\n2.0 4.0 A:min\n")
+
+
+def _run_cli(module, *args):
+    # TF's own start-up lines (cuFFT registration, ...) are silenced so that stderr is ours alone.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env)
 
 
 def _read_split(out, split):
@@ -177,5 +185,94 @@ def test_sharded_jobs_plus_merge_equal_a_single_run(songs, tmp_path):
 def test_merge_refuses_while_a_job_has_not_finished(songs, tmp_path):
     config = preparation.PrepareConfig(songs_per_shard=1, workers=1, job_index=0, num_jobs=2)
     preparation.prepare_dataset(songs, tmp_path / "o", FEATURES, config, progress=False)
-    with pytest.raises(ValueError, match="shards not yet complete"):
+    with pytest.raises(ValueError, match=r"shard\(s\) not yet complete"):
         preparation.merge_dataset(tmp_path / "o")
+
+
+def test_merge_names_the_shards_of_a_split_that_no_job_wrote(songs, tmp_path):
+    # split 2/1/1 of 4 songs, one song per shard: ordinals 0, 1 = train, 2 = valid, 3 = test. Jobs 0-2 of
+    # 4 ran; job 3, the only one writing a test shard, did not, so no summary mentions the test split.
+    out = tmp_path / "o"
+    for job in range(3):
+        preparation.prepare_dataset(songs, out, FEATURES, preparation.PrepareConfig(
+            split_fractions=(2, 1, 1), songs_per_shard=1, workers=1, job_index=job, num_jobs=4), progress=False)
+    assert sorted(p.name for p in out.glob("*.tfrecord")) == [
+        "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord", "valid-00000-of-00001.tfrecord"]
+    with pytest.raises(ValueError, match=r"1 shard\(s\) not yet complete: test-00000-of-00001.tfrecord;"):
+        preparation.merge_dataset(out)
+    assert not (out / records.DATASET_INFO).exists()
+    result = _run_cli("chordkeras.prepare", "--merge", str(out))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"chordkeras.prepare: error: {out}: 1 shard(s) not yet complete: test-00000-of-00001.tfrecord; run the "
+        "preparation job(s) that write them (one of --num-shards 4 jobs each), then merge again"]
+    # The last job completes the dataset.
+    preparation.prepare_dataset(songs, out, FEATURES, preparation.PrepareConfig(
+        split_fractions=(2, 1, 1), songs_per_shard=1, workers=1, job_index=3, num_jobs=4), progress=False)
+    assert {s: v["songs"] for s, v in preparation.merge_dataset(out)["splits"].items()} == {
+        "train": 2, "valid": 1, "test": 1}
+
+
+def test_merge_of_a_damaged_summary_or_no_folder_is_one_line(songs, tmp_path):
+    out = tmp_path / "o"
+    preparation.prepare_dataset(songs, out, FEATURES, preparation.PrepareConfig(workers=1), progress=False)
+    summary = sorted(out.glob("*.tfrecord.json"))[0]
+    summary.write_text('{"shard": "train-0')
+    with pytest.raises(ValueError, match=f"{summary}: unreadable shard summary"):
+        preparation.merge_dataset(out)
+    with pytest.raises(ValueError, match="no such folder"):
+        preparation.merge_dataset(tmp_path / "absent")
+
+
+def _damage(path, at=None):
+    """Zeroes 64 bytes in the middle of a file, as a bad disk sector or a bad copy would."""
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2 if at is None else at
+    data[at:at + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_shard_is_named_by_verify_and_rewritten_by_a_second_run(songs, tmp_path):
+    out = tmp_path / "out"
+    config = preparation.PrepareConfig(split_fractions=(2, 1, 1), songs_per_shard=1, workers=1)
+    preparation.prepare_dataset(songs, out, FEATURES, config, progress=False)
+    victim = out / "train-00001-of-00002.tfrecord"
+    intact = victim.read_bytes()
+    assert preparation.verify_dataset(out) == (4, [])
+    _damage(victim)
+    checked, problems = preparation.verify_dataset(out)
+    assert checked == 4 and len(problems) == 1
+    # One song per shard: the only record's data starts at byte 12 (after its length and the length's CRC)
+    # and fails its CRC.
+    assert problems[0] == f"{victim}: damaged shard (corrupted record at 12)"
+    result = _run_cli("chordkeras.prepare", "--verify", str(out))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"chordkeras.prepare: {victim}: damaged shard (corrupted record at 12)"
+    assert lines[1].startswith(f"chordkeras.prepare: {out}: 1 problem(s) in 4 shard(s); to repair, ")
+    # --verify changed nothing.
+    assert victim.read_bytes() != intact
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
+    preparation.prepare_dataset(songs, out, FEATURES, config, progress=False)
+    assert victim.read_bytes() == intact
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
+    assert [n for n in after if after[n] != before[n]] == [victim.name]
+    result = _run_cli("chordkeras.prepare", "--verify", str(out))
+    assert (result.returncode, result.stdout) == (0, f"{out}: 4 shard(s) verified, every record intact\n")
+
+
+def test_verify_names_a_truncated_shard_and_a_missing_one(songs, tmp_path):
+    out = tmp_path / "out"
+    config = preparation.PrepareConfig(split_fractions=(2, 1, 1), songs_per_shard=2, workers=1)
+    preparation.prepare_dataset(songs, out, FEATURES, config, progress=False)
+    train = out / "train-00000-of-00001.tfrecord"
+    # Cut after the first of two records (8-byte length, 4-byte CRC, data, 4-byte CRC): the records that
+    # are left pass their checksums, only the count against the summary shows the loss.
+    first = 16 + int.from_bytes(train.read_bytes()[:8], "little")
+    train.write_bytes(train.read_bytes()[:first])
+    (out / "test-00000-of-00001.tfrecord").unlink()
+    checked, problems = preparation.verify_dataset(out)
+    assert checked == 2
+    assert problems == [f"{train}: damaged shard (1 records, its summary lists 2 songs)",
+                        f"{out / 'test-00000-of-00001.tfrecord'}: missing"]

@@ -66,3 +66,24 @@ def test_write_json_atomic_leaves_no_temporary(tmp_path):
     files.write_json_atomic(tmp_path / "a.json", {"b": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
     assert files.read_json(tmp_path / "a.json") == {"b": 1}
+
+
+def test_read_json_names_a_damaged_file(tmp_path):
+    (tmp_path / "a.json").write_text('{"b": ')
+    with pytest.raises(ValueError, match=r"a.json: not valid JSON \(Expecting value: line 1 column 7 \(char 6\)\)"):
+        files.read_json(tmp_path / "a.json")
+
+
+def test_count_records_verifies_every_checksum(tmp_path):
+    path = tmp_path / "x.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(3):
+            writer.write(bytes([i]) * 100)
+    assert records.count_records(path) == 3
+    # Each record is 8 (length) + 4 (length CRC) + 100 (data) + 4 (data CRC) = 116 bytes: byte 150 is
+    # in the data of the second record, whose data starts at 116 + 12 = 128.
+    data = bytearray(path.read_bytes())
+    data[150] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(records.DamagedShardError, match=r"x.tfrecord: damaged shard \(corrupted record at 128\)"):
+        records.count_records(path)

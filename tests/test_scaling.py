@@ -147,8 +147,8 @@ def test_two_workers_train_one_model_resume_together_and_only_the_chief_writes_i
     # Both workers stop as epoch 2 begins; each keeps a backup of epoch 1 in its own folder.
     for code, log in _two_workers(tmp_path, args, overrides, stop_at=1, tag="first"):
         assert code == 3, log[-3000:]
-    assert (run_dir / "backup" / "latest.weights.h5").exists()
-    assert (run_dir / ".worker-1" / "backup" / "latest.weights.h5").exists()
+    assert (run_dir / "backup" / "epoch-00001.weights.h5").exists()
+    assert (run_dir / ".worker-1" / "backup" / "epoch-00001.weights.h5").exists()
     # Restarted with the same command (on new ports), both restore epoch 1 and train epoch 2 together.
     (code0, log0), (code1, log1) = _two_workers(tmp_path, args, overrides, stop_at=-1, tag="again")
     assert code0 == 0, log0[-3000:]
