@@ -1,6 +1,7 @@
 import copy
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -219,8 +220,12 @@ def test_a_chief_and_a_worker_process_share_one_search(tiny_data, tmp_path):
     argv = [sys.executable, "-m", "tuning.search",
             *_args(tiny_data, tmp_path / "tuning", "--tuner", "random", "--max-trials", "2", "--no-export",
                   "--verbose", "2")]
+    # `tuning` is not installed: `python -m tuning.search` runs from the repository, whose root goes on the path
+    # (the processes work in tmp_path so that their outputs stay there).
+    root = str(pathlib.Path(__file__).resolve().parents[1])
     env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
-           "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+           "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("chief", "worker")}
     processes = {}
     try:
