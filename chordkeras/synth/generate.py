@@ -63,7 +63,8 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
     Args:
         seed: Run seed.
         index: Song number within the run.
-        renderer: From `render.load_renderer`.
+        renderer: From `render.load_renderer` (or a `sampler.SampleRenderer`): `render(midi)`, `sample_rate`,
+            `name` and `programs`, the General MIDI programs it plays itself (the others go to the voices).
         minutes_per_song: Target length; None draws 2-4 minutes per song.
         sample_rate: Output rate; defaults to FeatureConfig().sample_rate.
         chain: The recording chain's ranges (`render.master`); None renders a clean mix.
@@ -82,7 +83,7 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
     midi, arrangement = arrange_lib.arrange(plan, rng)
     # Built-in voices render at the output rate and join the mix after the renderer's parts are
     # resampled (and, for SoundFont parts, possibly formant-shifted).
-    lacking = frozenset(range(128)) - getattr(renderer, "programs", frozenset(range(128)))
+    lacking = frozenset(range(128)) - renderer.programs
     midi, voiced, voice_names = voices.synthesise_parts(midi, rng, sample_rate, voice_probability, lacking)
     rate = renderer.sample_rate
     if renderer.name == render.SOUNDFONT_RENDERER and rng.random() < 0.4:

@@ -99,6 +99,7 @@ class AdditiveRenderer:
     name = ADDITIVE_RENDERER
     sample_rate = 22050
     soundfont = None
+    programs = frozenset(range(128))   # General MIDI programs it plays itself: all, by family
 
     def render(self, midi: pretty_midi.PrettyMIDI) -> np.ndarray:
         """Returns float32 [samples, 1] at `sample_rate`, ending at the MIDI's last event."""

@@ -47,6 +47,7 @@ class SampleRenderer:
     """
 
     name = "sampler"
+    programs = frozenset(range(128))   # every pitched program is played from the samples
 
     def __init__(self, folder: os.PathLike | str, drums=None, sample_rate: int = 48000, release: float = 0.3):
         import soundfile
