@@ -10,6 +10,7 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "chordkeras" / "__init__
 
 APPLE_SILICON = 'sys_platform == "darwin" and platform_machine == "arm64"'
 NOT_APPLE_SILICON = 'sys_platform != "darwin" or platform_machine != "arm64"'
+EXPORT = ["tf2onnx>=1.16", "onnx>=1.16,<1.18", "onnxruntime>=1.17", "coremltools>=8.0"]
 
 setup(
     name="chordkeras",
@@ -45,7 +46,11 @@ setup(
         # Reads the public annotated collections (prepare --mirdata); BSD-3-Clause. Also in "test" so that
         # the suite runs its real loaders.
         "mirdata": ["mirdata>=1.0"],
-        "test": ["pytest>=7", "librosa>=0.10", "mirdata>=1.0"],
+        # App formats (python -m chordkeras.export; TFLite needs only TensorFlow): tf2onnx (Apache-2.0) converts,
+        # onnxruntime (MIT) checks and runs the ONNX file, coremltools (BSD-3-Clause) writes Core ML. onnx stays
+        # below 1.18: later releases import ml_dtypes types that TensorFlow 2.16's ml_dtypes 0.3 lacks.
+        "export": EXPORT,
+        "test": ["pytest>=7", "librosa>=0.10", "mirdata>=1.0", *EXPORT],
     },
     classifiers=[
         "Programming Language :: Python :: 3.10",

@@ -1,22 +1,32 @@
-"""Export: a SavedModel that takes raw audio, the .keras model, and a JSON model card.
+"""Export: a SavedModel that takes raw audio, the .keras model, a JSON model card, and app formats.
 
 The SavedModel's `serving_default` signature takes mono float32 samples and their sample rate,
 resamples and computes the log-frequency spectrogram inside the graph (the same
 `chordkeras.features` ops used in preparation), and returns per-frame chord probabilities,
-argmax Harte labels and frame times. Decoding (Viterbi) stays outside, in `chordkeras.decode`.
+argmax Harte labels and frame times. Decoding (Viterbi) stays outside, in `chordkeras.decode`;
+the model card states the decoding an app should apply.
+
+`write_formats` (and `python -m chordkeras.export EXPORT_DIR --format tflite,onnx,coreml`) adds
+TensorFlow Lite, ONNX and Core ML files beside the SavedModel (`chordkeras.formats`) and records
+each in the model card.
+
+    python -m chordkeras.export RUN_OR_EXPORT_DIR --format tflite,onnx,coreml [--quantize none|float16|int8]
+        [--coreml-window-seconds S]
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import pathlib
-from typing import Any
+import sys
+from typing import Any, Sequence
 
 import keras
 import tensorflow as tf
 
-from chordkeras import __version__, features, files, vocab
+from chordkeras import __version__, cli, decode, features, files, formats, vocab
 from chordkeras import model as model_lib
 from chordkeras.config import RunConfig
 
@@ -73,6 +83,22 @@ def model_card(config: RunConfig, metrics: dict[str, Any] | None, data_info: dic
             "outputs": {"probabilities": "float32 [frames, classes]", "labels": "string [frames]",
                         "frame_times": "float32 [frames], seconds"},
         },
+        "decoding": decoding(config),
+    }
+
+
+def decoding(config: RunConfig) -> dict[str, Any]:
+    """How an app turns per-frame probabilities into chords (what `chordkeras.predict` does)."""
+    feature_config = config.features
+    return {
+        "method": "viterbi",
+        "self_transition": decode.DEFAULT_SELF_TRANSITION,
+        "transitions": "stay on a class with probability self_transition, move to each other class with "
+                       "(1 - self_transition) / (classes - 1); initial distribution uniform",
+        "frame_rate": feature_config.frame_rate,
+        "frame_times": f"frame i is centred at i * {feature_config.hop_length} / {feature_config.sample_rate} s and "
+                       "covers [(i - 0.5) / frame_rate, (i + 0.5) / frame_rate), clipped to the audio",
+        "labels": "class_names[class] in Harte syntax; consecutive frames of one class form one segment",
     }
 
 
@@ -128,3 +154,116 @@ def load_saved_model(export_dir: str | os.PathLike):
     if (path / SAVED_MODEL).is_dir():
         path = path / SAVED_MODEL
     return tf.saved_model.load(str(path)).signatures["serving_default"]
+
+
+# ---------------------------------------------------------------------------------------------
+# App formats
+
+
+def resolve_export_dir(path: str | os.PathLike) -> pathlib.Path:
+    """An export folder, or a run folder holding one in export/.
+
+    Raises:
+        ValueError: neither holds model.keras and model_card.json.
+    """
+    path = pathlib.Path(path)
+    for folder in (path, path / "export"):
+        if (folder / KERAS_FILE).is_file() and (folder / MODEL_CARD).is_file():
+            return folder
+    raise ValueError(f"{path}: not an export folder ({KERAS_FILE} and {MODEL_CARD}) nor a run folder holding one "
+                     "in export/")
+
+
+def write_formats(export_dir: str | os.PathLike, fmts: Sequence[str], quantize: str = "none",
+                  coreml_window_seconds: float = formats.DEFAULT_COREML_WINDOW_SECONDS,
+                  log=None) -> dict[str, dict[str, Any]]:
+    """Converts an export's model.keras into each format, beside the SavedModel; updates the model card.
+
+    Each file is written under a temporary name and renamed when complete; the card is rewritten after
+    each one, so an interrupted run leaves every finished format recorded and no half-written file.
+
+    Returns:
+        {file name: its model card entry}.
+
+    Raises:
+        ValueError: not an export folder; formats.FormatError: unknown format or missing converter.
+    """
+    folder = resolve_export_dir(export_dir)
+    for fmt in fmts:  # an unknown format or quantisation, or a missing converter: an error before any work
+        formats.file_name(fmt, quantize)
+        formats.require(fmt)
+    card = files.read_json(folder / MODEL_CARD)
+    feature_config = features_config_of(card)
+    model = keras.saving.load_model(str(folder / KERAS_FILE), compile=False)
+    frames = max(1, int(round(coreml_window_seconds * feature_config.frame_rate)))
+    written = {}
+    for fmt in fmts:
+        name = formats.file_name(fmt, quantize)
+        if log:
+            log(f"writing {folder / name}")
+        entry = formats.convert(fmt, model, feature_config, folder / name, quantize, coreml_window_frames=frames)
+        card = files.read_json(folder / MODEL_CARD)
+        card.setdefault("formats", {})[name] = entry
+        card["decoding"] = card.get("decoding") or decoding_from_card(card)
+        files.write_json_atomic(folder / MODEL_CARD, card)
+        written[name] = entry
+    return written
+
+
+def features_config_of(card: dict[str, Any]):
+    from chordkeras.config import feature_config_from_dict
+
+    return feature_config_from_dict(card["features"])
+
+
+def decoding_from_card(card: dict[str, Any]) -> dict[str, Any]:
+    """The decoding section for a card written before cards carried one."""
+    config = RunConfig()
+    return decoding(dataclasses.replace(config, features=features_config_of(card)))
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m chordkeras.export",
+        description="Write TensorFlow Lite, ONNX and Core ML files of a trained model beside its SavedModel.")
+    parser.add_argument("path", help="export folder (model.keras, model_card.json) or a run folder with export/")
+    parser.add_argument("--format", default="tflite,onnx,coreml",
+                        help=f"comma-separated: {', '.join(formats.FORMATS)} (default: all three)")
+    parser.add_argument("--quantize", choices=formats.QUANTIZATIONS, default="none",
+                        help="weights as float32 (none), float16 or int8 (default none)")
+    parser.add_argument("--coreml-window-seconds", type=float, default=formats.DEFAULT_COREML_WINDOW_SECONDS,
+                        help="Core ML's fixed input window (default %(default)s s)")
+    cli.add_debug_flag(parser)
+    args = parser.parse_args(argv)
+    args.formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    unknown = [f for f in args.formats if f not in formats.FORMATS]
+    if unknown or not args.formats:
+        parser.error(f"--format: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(formats.FORMATS)}")
+    if args.coreml_window_seconds <= 0:
+        parser.error("--coreml-window-seconds must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    return cli.run("chordkeras.export", cli.debug_requested(args), lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    def log(message):
+        print(f"chordkeras.export: {message}", file=sys.stderr, flush=True)
+
+    written = write_formats(args.path, args.formats, args.quantize, args.coreml_window_seconds, log=log)
+    folder = resolve_export_dir(args.path)
+    for name, entry in written.items():
+        print(f"chordkeras.export: wrote {folder / name} ({entry['bytes'] / 1e6:.2f} MB, input "
+              f"{entry['input']['shape']} at {features_config_of(files.read_json(folder / MODEL_CARD)).sample_rate} Hz)")
+    if "coreml" in args.formats:
+        ok, why = formats.coreml_can_predict()
+        if not ok:
+            log(f"the Core ML package was converted and its specification checked, not run: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -133,14 +133,18 @@ def log_spectrogram(audio, config: FeatureConfig = FeatureConfig()) -> tf.Tensor
     audio = tf.convert_to_tensor(audio, dtype=tf.float32)
     shape = tf.shape(audio)
     num_samples = shape[-1]
-    # Flatten leading axes explicitly: reshape with -1 fails on empty audio.
-    signals = tf.reshape(audio, tf.stack([tf.reduce_prod(shape[:-1]), num_samples]))
+    if audio.shape.rank == 1:
+        signals = audio[None]  # the exported models' input: no shape arithmetic for converters to trip on
+    else:
+        # Flatten leading axes explicitly: reshape with -1 fails on empty audio.
+        signals = tf.reshape(audio, tf.stack([tf.reduce_prod(shape[:-1]), num_samples]))
     parts = []
     for band in _bands(config):
         half = band.n_fft // 2
         padded = tf.pad(signals, [[0, 0], [half, half]])
         stft = tf.signal.stft(padded, frame_length=band.n_fft, frame_step=config.hop_length, fft_length=band.n_fft)
-        magnitude = tf.abs(stft[..., : band.weights.shape[0]])
+        # abs before the slice: TFLite has no strided slice of complex tensors.
+        magnitude = tf.abs(stft)[..., : band.weights.shape[0]]
         parts.append(tf.matmul(magnitude, tf.constant(band.weights)))
     spectrogram = tf.math.log1p(config.log_scale * tf.concat(parts, axis=-1))
     out_shape = tf.concat([shape[:-1], [config.num_frames(num_samples), config.n_bins]], axis=0)

@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="feed training through a tf.data service dispatcher (see chordkeras.dataservice)")
     parser.add_argument("--no-export", action="store_true",
                         help="skip the SavedModel (the .keras model and its card are still written)")
+    parser.add_argument("--formats", metavar="FORMATS",
+                        help="also write these app formats beside the SavedModel at the end, comma-separated: "
+                        "tflite, onnx, coreml (as python -m chordkeras.export does; needs .[export])")
+    parser.add_argument("--quantize", choices=("none", "float16", "int8"), default="none",
+                        help="weights of the --formats files (default none: float32)")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras verbosity (default 2)")
     cli.add_debug_flag(parser)
     return parser
@@ -88,6 +93,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, command: list[str]) -> int:
     config = resolve_config(args)
+    app_formats = [f.strip() for f in (args.formats or "").split(",") if f.strip()]
+    if app_formats:
+        if args.no_export:
+            raise ValueError("--formats needs the export: drop --no-export")
+        from chordkeras import formats
+
+        for fmt in app_formats:  # a typo or a missing converter stops the run before training, not after
+            formats.file_name(fmt, args.quantize)
+            formats.require(fmt)
     # Imported once the arguments are good: --help and argument errors need no TensorFlow.
     from chordkeras import defaults, train
 
@@ -103,6 +117,11 @@ def _main(args: argparse.Namespace, command: list[str]) -> int:
     if result.export_dir:
         print(f"chordkeras.fit: exported model {result.export_dir.resolve()} "
               f"(python -m chordkeras.predict {result.export_dir} song.wav)")
+        if app_formats:
+            from chordkeras import export
+
+            for name in export.write_formats(result.export_dir, app_formats, args.quantize):
+                print(f"chordkeras.fit: wrote {result.export_dir / name}")
     return 0
 
 

@@ -25,21 +25,19 @@ import tensorflow as tf
 
 from chordkeras import decode as decode_lib
 from chordkeras import features as features_lib
-from chordkeras import files, records, scoring, vocab
+from chordkeras import files, formats, records, scoring, vocab
 from chordkeras import model as model_lib  # noqa: F401  (registers the layers `.keras` files hold)
 from chordkeras.annotations import Segment
 from chordkeras.audio import ArraySource, AudioSource, open_audio
 from chordkeras.config import FeatureConfig, check_features_match, feature_config_from_dict
 from chordkeras.export import KERAS_FILE, MODEL_CARD, SAVED_MODEL
 
-# A chord lasts about 2 s (20 frames at 10.8 frames/s), so staying is far likelier than switching:
-# with 170 classes a switch then costs log(0.9 * 169 / 0.1) = 7.3 nats, which a real change earns
-# back within a few confident frames while one-frame flickers do not.
-DEFAULT_SELF_TRANSITION = 0.9
+DEFAULT_SELF_TRANSITION = decode_lib.DEFAULT_SELF_TRANSITION
 # Network windows: the Keras backend batches many short windows (see KerasTranscriber); the
 # SavedModel takes one window per call, so longer ones pay less per-call overhead. The overlap
 # gives each kept frame at least half of it as context on both sides.
-DEFAULT_WINDOW_SECONDS = {"keras": 30.0, "saved_model": 60.0}
+DEFAULT_WINDOW_SECONDS = {"keras": 30.0, "saved_model": 60.0, "tflite": 60.0, "onnx": 60.0,
+                          "coreml": formats.DEFAULT_COREML_WINDOW_SECONDS}
 DEFAULT_OVERLAP_SECONDS = 5.0
 # Frames per network call (bounds the memory of the activations).
 MAX_BATCH_FRAMES = 4096
@@ -255,6 +253,61 @@ class SavedModelTranscriber(Transcriber):
         return probs, self.frame_times(total), spectrogram
 
 
+class FormatTranscriber(Transcriber):
+    """A TensorFlow Lite, ONNX or Core ML file written by `chordkeras.export`: audio at the model's rate in,
+    probabilities out (features in the model).
+
+    Audio at another rate is resampled here, window by window with a second of context on both sides
+    (`chordkeras.features.resample`, as the SavedModel does inside). Core ML takes a fixed window:
+    shorter windows are zero-padded at the end.
+    """
+
+    def __init__(self, path, card, window_seconds, overlap_seconds, fmt: str, quantize: str):
+        super().__init__(path, card, window_seconds, overlap_seconds)
+        name = formats.file_name(fmt, quantize)
+        entry = (card.get("formats") or {}).get(name)
+        if entry is None or not (path / name).exists():
+            option = "" if quantize == "none" else f" --quantize {quantize}"
+            raise ValueError(f"{path}: no {name} (write it with: python -m chordkeras.export {path} --format {fmt}{option})")
+        shape = entry["input"]["shape"]
+        self.window_samples = shape[0] if isinstance(shape[0], int) else None
+        if self.window_samples is not None:
+            self.window_frames = min(self.window_frames, self.window_samples // self.features.hop_length)
+            if self.window_frames <= self.overlap_frames:
+                raise ValueError(f"{path / name}: its {self.window_samples}-sample window is not longer than the "
+                                 f"{self.overlap_frames}-frame overlap; use a smaller --overlap-seconds")
+        self.format_file = path / name
+        self._runner = formats.load_runner(path / name, fmt, self.window_samples)
+
+    def model_rate_audio(self, source: AudioSource, first: int, stop: int) -> np.ndarray:
+        """Samples under frames [first, stop) at the model's rate, resampled with context when needed."""
+        rate, hop = self.features.sample_rate, self.features.hop_length
+        if source.sample_rate == rate:
+            return self._read_frames(source, first, stop)
+        margin = math.ceil(RESAMPLER_CONTEXT_SECONDS * self.features.frame_rate)
+        read_first = max(0, first - margin)
+        chunk = self._read_frames(source, read_first, stop + margin)
+        resampled = features_lib.resample(chunk, source.sample_rate, rate).numpy()
+        wanted = min((stop - first) * hop, self.num_samples(source) - first * hop)
+        return resampled[(first - read_first) * hop:][: max(0, wanted)]
+
+    def num_samples(self, source: AudioSource) -> int:
+        return (source.num_samples * self.features.sample_rate + source.sample_rate // 2) // source.sample_rate
+
+    def source_probabilities(self, source, with_spectrogram=False):
+        total = self.num_frames(source)
+        probs = np.zeros((total, len(self.class_names)), dtype=np.float32)
+        for w in plan_windows(total, self.window_frames, self.overlap_frames):
+            chunk = self.model_rate_audio(source, w.start, w.start + w.length)
+            if self.window_samples is not None:
+                chunk = np.pad(chunk, (0, max(0, self.window_samples - len(chunk))))[: self.window_samples]
+            out = self._runner.run(chunk)
+            lo, hi = w.keep_start - w.start, w.keep_stop - w.start
+            probs[w.keep_start : w.keep_stop] = _fit_frames(out, hi)[lo:hi]
+        spectrogram = self.source_spectrogram(source) if with_spectrogram else None
+        return probs, self.frame_times(total), spectrogram
+
+
 def read_model_card(path: str | os.PathLike) -> dict[str, Any]:
     """Reads an export's model_card.json (class names and feature config come from it)."""
     path = pathlib.Path(path)
@@ -263,7 +316,7 @@ def read_model_card(path: str | os.PathLike) -> dict[str, Any]:
     return files.read_json(path)
 
 
-BACKENDS = ("auto", "keras", "saved_model")
+BACKENDS = ("auto", "keras", "saved_model", *formats.FORMATS)
 
 
 def load_chord_model(
@@ -271,6 +324,7 @@ def load_chord_model(
     backend: str = "auto",
     window_seconds: float | None = None,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+    quantize: str = "none",
 ) -> Transcriber:
     """Loads an export folder or a `.keras` file.
 
@@ -280,10 +334,12 @@ def load_chord_model(
         backend: "keras" runs the .keras model on features computed here, batching many windows
             per call; "saved_model" runs the exported signature (features in the graph), one
             window per call. "auto": keras when a .keras model is there (the same numbers,
-            several times faster), else saved_model.
+            several times faster), else saved_model. "tflite", "onnx", "coreml": the file
+            `python -m chordkeras.export` wrote for that format (`chordkeras.formats`).
         window_seconds: Length of the network's analysis windows; default per backend
             (`DEFAULT_WINDOW_SECONDS`).
         overlap_seconds: Overlap between consecutive windows.
+        quantize: Which file of a format backend: "none", "float16" or "int8".
 
     Returns:
         A Transcriber with `.probabilities(audio, sample_rate) -> (probs, frame_times)`.
@@ -310,6 +366,10 @@ def load_chord_model(
         if not keras_file.is_file():
             raise ValueError(f"{path}: no {KERAS_FILE}")
         return KerasTranscriber(keras_file, card, window_seconds, overlap_seconds)
+    if backend in formats.FORMATS:
+        if not path.is_dir():
+            raise ValueError(f"{path}: backend {backend!r} needs the export folder, not a .keras file")
+        return FormatTranscriber(path, card, window_seconds, overlap_seconds, backend, quantize)
     if saved_model is None or not saved_model.is_dir():
         raise ValueError(f"{path}: no {SAVED_MODEL}/ folder (a .keras file needs backend 'keras')")
     return SavedModelTranscriber(path, card, window_seconds, overlap_seconds)

@@ -147,6 +147,8 @@ class LevelNormalization(layers.Layer):
         super().__init__(**kwargs)
         if window_frames < 1:
             raise ValueError(f"window_frames must be >= 1, got {window_frames}")
+        if not floor > 0.0:
+            raise ValueError(f"floor must be positive (the level it adds keeps every division finite), got {floor}")
         self.window_frames = int(window_frames)
         self.gain = float(gain)
         self.floor = float(floor)
@@ -163,7 +165,8 @@ class LevelNormalization(layers.Layer):
         sums = tf.nn.conv1d(level[..., None], box, 1, "SAME")
         counts = tf.nn.conv1d(mask[..., None], box, 1, "SAME")
         reference = sums[..., 0] / tf.maximum(counts[..., 0], 1.0)
-        ratio = tf.math.divide_no_nan(magnitude, reference[..., None] + self.floor)
+        # A plain division (floor > 0): converters map divide_no_nan to one that gives 0 / 0 = NaN.
+        ratio = magnitude / (reference[..., None] + self.floor)
         return tf.math.log1p(self.gain * ratio) * mask[..., None]
 
     def compute_output_shape(self, spectrogram_shape, frame_mask_shape=None):

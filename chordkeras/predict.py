@@ -2,6 +2,7 @@
 
     python -m chordkeras.predict MODEL AUDIO... [--out DIR] [--format lab|jams|csv]
         [--decode viterbi|argmax] [--self-transition P] [--plot]
+        [--backend auto|keras|saved_model|tflite|onnx|coreml [--quantize none|float16|int8]]
 
 MODEL is an export folder (saved_model/, model.keras, model_card.json) or a `.keras` file with
 model_card.json next to it. The work is done by `chordkeras.inference` (loading, windows, backends,
@@ -17,7 +18,7 @@ import sys
 import time
 from typing import Sequence
 
-from chordkeras import __version__, annotations, audio, cli, inference
+from chordkeras import __version__, annotations, audio, cli, formats, inference
 
 
 def plan_outputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None, fmt: str) -> list[tuple[pathlib.Path, pathlib.Path]]:
@@ -72,10 +73,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         f"(default {inference.DEFAULT_SELF_TRANSITION})")
     parser.add_argument("--plot", action="store_true", help="also write a PNG per song next to its output")
     parser.add_argument("--backend", choices=inference.BACKENDS, default="auto",
-                        help="keras (batched windows, features computed here) or saved_model (the exported "
-                        "signature); auto: keras when the model folder has model.keras")
+                        help="keras (batched windows, features computed here), saved_model (the exported "
+                        "signature), or the tflite, onnx or coreml file written by chordkeras.export; "
+                        "auto: keras when the model folder has model.keras")
+    parser.add_argument("--quantize", choices=formats.QUANTIZATIONS, default="none",
+                        help="with --backend tflite/onnx/coreml: which exported file (default none: float32)")
     parser.add_argument("--window-seconds", type=float, default=None,
-                        help="network analysis window (default: 30 for keras, 60 for saved_model)")
+                        help="network analysis window (default: 30 for keras, 60 for saved_model, tflite and "
+                        "onnx; Core ML's fixed window)")
     parser.add_argument("--overlap-seconds", type=float, default=inference.DEFAULT_OVERLAP_SECONDS,
                         help=f"overlap between windows (default {inference.DEFAULT_OVERLAP_SECONDS})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -96,7 +101,8 @@ def _main(args: argparse.Namespace) -> int:
 
     # A ValueError here (missing input, unusable model) is reported in one line by cli.run.
     pairs = plan_outputs(args.audio, args.out, args.format)
-    model = inference.load_chord_model(args.model, args.backend, args.window_seconds, args.overlap_seconds)
+    model = inference.load_chord_model(args.model, args.backend, args.window_seconds, args.overlap_seconds,
+                                       args.quantize)
     model.warm_up()
     metadata = {
         "model": model.description,

@@ -407,7 +407,7 @@ def test_level_normalisation_by_hand():
     Output: log1p(magnitude / local level).
     """
     magnitude = np.array([[[1.0, 3.0], [2.0, 6.0], [0.0, 0.0], [16.0, 0.0]]], np.float32)
-    layer = model_lib.LevelNormalization(3, floor=0.0)
+    layer = model_lib.LevelNormalization(3, floor=1e-12)  # a floor far below the levels: out of the figures
     out = layer(tf.math.log1p(magnitude), tf.ones([1, 4])).numpy()
     local = np.array([3.0, 2.0, 4.0, 4.0])[None, :, None]
     np.testing.assert_allclose(out, np.log1p(magnitude / local), rtol=1e-6)
@@ -417,6 +417,8 @@ def test_level_normalisation_by_hand():
     np.testing.assert_allclose(masked[0, 2], 0.0)
     np.testing.assert_allclose(masked[0, 1], np.log1p(magnitude[0, 1] / 2.0), rtol=1e-6)
     np.testing.assert_allclose(masked[0, 3], 0.0)
+    with pytest.raises(ValueError, match="floor must be positive"):
+        model_lib.LevelNormalization(3, floor=0.0)
 
 
 @pytest.mark.parametrize("architecture", ["crnn", "transformer"])
