@@ -14,9 +14,11 @@ no converter carries), so the app hands over audio at the model's rate. Per form
 - Core ML (`model.mlpackage`, ML program): a fixed window of `window_frames * hop_length` samples.
   coremltools' TensorFlow frontend cannot read Keras 3's recurrent while loop, so the converted copy
   of the network has its recurrent layers unrolled over that many frames (same weights, same
-  numbers). The app reads overlapping windows and keeps the middle of each, as `chordkeras.inference`
-  does. Core ML runs only on Apple platforms: elsewhere the package is converted and its
-  specification checked, not run.
+  numbers). It writes an FFT as a dense DFT matrix (2.9 GB for the default features), so the
+  spectrogram is computed with `features.dft_log_spectrogram` (real matrix products over the bins
+  the filterbank reads, 15 MB). The app reads overlapping windows and keeps the middle of each, as
+  `chordkeras.inference` does. Core ML runs only on Apple platforms: elsewhere the package is
+  converted and its specification checked, not run.
 
 Quantisation: "none" (float32), "float16" (weights stored as float16; Core ML also computes in
 float16) and "int8" (weights stored as 8-bit integers, activations float: TFLite dynamic-range
@@ -86,12 +88,13 @@ def require(fmt: str) -> None:
 # The graph every format is converted from
 
 
-def audio_function(model: keras.Model, feature_config: FeatureConfig, num_samples: int | None = None):
+def audio_function(model: keras.Model, feature_config: FeatureConfig, num_samples: int | None = None,
+                   spectrogram_fn: Callable = features_lib.log_spectrogram):
     """tf.function: audio float32 [samples] at the model's rate -> {"probabilities": [frames, classes]}."""
 
     @tf.function(input_signature=[tf.TensorSpec([num_samples], tf.float32, name=INPUT_NAME)])
     def serve(audio):
-        spectrogram = features_lib.log_spectrogram(audio, feature_config)
+        spectrogram = spectrogram_fn(audio, feature_config)
         logits = model(spectrogram[None], training=False)["chord"][0]
         return {OUTPUT_NAME: tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
 
@@ -130,6 +133,13 @@ def convert(fmt: str, model: keras.Model, feature_config: FeatureConfig, out_pat
     if fmt == "tflite":
         files.write_bytes_atomic(out_path, _tflite_bytes(model, feature_config, quantize))
         num_samples = None
+        entry = describe(fmt, quantize, feature_config, num_samples, out_path)
+        # The signature names the tensors "audio" and "probabilities"; by index, they are these.
+        interpreter = tf.lite.Interpreter(model_path=str(out_path))
+        entry["signature"] = "serving_default"
+        entry["input"]["tensor"] = interpreter.get_input_details()[0]["name"]
+        entry["output"]["tensor"] = interpreter.get_output_details()[0]["name"]
+        return entry
     elif fmt == "onnx":
         files.write_bytes_atomic(out_path, _onnx_bytes(model, feature_config, quantize))
         num_samples = None
@@ -162,7 +172,8 @@ def describe(fmt: str, quantize: str, feature_config: FeatureConfig, num_samples
                    "shape": ["frames", "classes"] if frames is None else [frames, "classes"],
                    "description": "chord probabilities; frame i is centred on sample i * hop_length "
                                   "(frames = 1 + samples // hop_length)"},
-        "features": "inside: log-frequency spectrogram computed in the model from the audio",
+        "features": "inside: the log-frequency spectrogram is computed in the model from the audio"
+                    + (" (as real matrix products, features.dft_log_spectrogram)" if fmt == "coreml" else ""),
         "window_frames": None if num_samples is None else num_samples // feature_config.hop_length,
     }
 
@@ -196,6 +207,9 @@ def _onnx_bytes(model: keras.Model, feature_config: FeatureConfig, quantize: str
     spec = [tf.TensorSpec([None], tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_function(audio_function(model, feature_config), input_signature=spec,
                                              opset=ONNX_OPSET, custom_op_handlers=_onnx_handlers())
+    # Name the dynamic axes (tf2onnx calls them unk__N).
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "samples"
+    proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "frames"
     if quantize == "float16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -255,7 +269,7 @@ _COREML_OPS_REGISTERED = False
 
 
 def _register_coreml_ops() -> None:
-    """Three TensorFlow ops coremltools 9 does not convert: ComplexAbs, Expm1, Cast to bool."""
+    """Two TensorFlow ops coremltools 9 does not convert: Expm1, and Cast to bool."""
     global _COREML_OPS_REGISTERED
     if _COREML_OPS_REGISTERED:
         return
@@ -265,10 +279,7 @@ def _register_coreml_ops() -> None:
 
     cast = tf_op_registry._TF_OPS_REGISTRY["Cast"]
 
-    def ComplexAbs(context, node):  # noqa: N802 (registered under the TF op's name)
-        context.add(node.name, mb.complex_abs(x=context[node.inputs[0]], name=node.name))
-
-    def Expm1(context, node):  # noqa: N802
+    def Expm1(context, node):  # noqa: N802 (registered under the TF op's name)
         context.add(node.name, mb.sub(x=mb.exp(x=context[node.inputs[0]]), y=1.0, name=node.name))
 
     def Cast(context, node):  # noqa: N802
@@ -277,7 +288,7 @@ def _register_coreml_ops() -> None:
         x = context[node.inputs[0]]
         context.add(node.name, mb.not_equal(x=x, y=0.0 if types.is_float(x.dtype) else 0, name=node.name))
 
-    for function in (ComplexAbs, Expm1, Cast):
+    for function in (Expm1, Cast):
         tf_op_registry.register_tf_op(function, override=True)
     _COREML_OPS_REGISTERED = True
 
@@ -287,7 +298,8 @@ def _coreml_model(model: keras.Model, feature_config: FeatureConfig, quantize: s
 
     _register_coreml_ops()
     network = unrolled_copy(model)
-    function = audio_function(network, feature_config, num_samples).get_concrete_function()
+    function = audio_function(network, feature_config, num_samples,
+                              features_lib.dft_log_spectrogram).get_concrete_function()
     precision = ct.precision.FLOAT16 if quantize == "float16" else ct.precision.FLOAT32
     converted = ct.convert([function], source="tensorflow", convert_to="mlprogram", compute_precision=precision,
                            inputs=[ct.TensorType(name=INPUT_NAME, shape=(num_samples,))],
@@ -359,7 +371,8 @@ def load_runner(path: str | os.PathLike, fmt: str, window_samples: int | None = 
         raise FormatError(f"{path}: no such file (write it with: python -m chordkeras.export {path.parent} "
                           f"--format {fmt})")
     if fmt == "tflite":
-        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+        # Every core, as TensorFlow and onnxruntime use by default, rather than the interpreter's own choice.
+        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
         index = interpreter.get_input_details()[0]["index"]
         output = interpreter.get_output_details()[0]["index"]
         state = {"length": None}

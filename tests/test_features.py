@@ -188,3 +188,23 @@ def test_close_to_librosa_cqt():
     print(f"correlation with librosa.cqt (log magnitudes): {correlation:.4f} overall, {worst:.4f} worst signal")
     assert correlation > 0.9
     assert worst > 0.85
+
+
+def test_dft_spectrogram_reads_a_unit_sine_at_full_scale_on_its_bin():
+    """The matrix-product transform (Core ML's features) on the same tones as the FFT one above."""
+    for note in (24, 47, 60, 95):  # one note per band: 16384-, 8192-, 4096- and 2048-sample windows
+        spectrogram = features.dft_log_spectrogram(sine(midi_hz(note), 2.0), CONFIG).numpy()
+        steady = spectrogram[8:14]
+        np.testing.assert_array_equal(steady.argmax(-1), 2 * (note - 24))
+        np.testing.assert_allclose(steady.max(-1), FULL_SCALE, rtol=1e-4)
+
+
+@pytest.mark.parametrize("num_samples", [1, 100, HOP, 3 * RATE + 17])
+def test_dft_spectrogram_equals_the_fft_one(num_samples):
+    audio = (np.random.default_rng(num_samples).standard_normal(num_samples) * 0.1).astype(np.float32)
+    fft = features.log_spectrogram(audio, CONFIG).numpy()
+    dft = features.dft_log_spectrogram(audio, CONFIG).numpy()
+    assert dft.shape == fft.shape == (1 + num_samples // HOP, CONFIG.n_bins)
+    np.testing.assert_allclose(dft, fft, atol=2e-6)
+    with pytest.raises(ValueError, match="1-D audio"):
+        features.dft_log_spectrogram(audio[None], CONFIG)

@@ -127,6 +127,25 @@ def test_fit_cli_trains_with_preset_and_overrides(tiny_data, tmp_path, capsys):
     assert "unknown config key" in capsys.readouterr().err
 
 
+def test_fit_cli_writes_app_formats_beside_the_saved_model(tiny_data, tmp_path, capsys):
+    run_dir = tmp_path / "formats-run"
+    common = ["--data", str(tiny_data), "--preset", "tiny", "--set", "data.excerpt_seconds=2", "--set",
+              "data.excerpts_per_song=2", "--epochs", "1", "--fixed-epochs", "--mixed-precision", "off",
+              "--run-dir", str(run_dir), "--verbose", "0"]
+    # Mistakes stop the run before any training.
+    assert fit.main([*common, "--formats", "tflite,pb"]) == 2
+    assert "unknown format 'pb'" in capsys.readouterr().err
+    assert fit.main([*common, "--formats", "tflite", "--no-export"]) == 2
+    assert "--formats needs the export" in capsys.readouterr().err
+    assert not run_dir.exists()
+
+    assert fit.main([*common, "--formats", "tflite", "--quantize", "float16"]) == 0
+    assert f"wrote {run_dir / 'export' / 'model.float16.tflite'}" in capsys.readouterr().out
+    card = json.loads((run_dir / "export" / export.MODEL_CARD).read_text())
+    assert card["formats"]["model.float16.tflite"]["quantization"] == "float16"
+    assert (run_dir / "export" / "model.float16.tflite").stat().st_size == card["formats"]["model.float16.tflite"]["bytes"]
+
+
 def _run_cli(module, *args):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env)

@@ -57,9 +57,23 @@ def test_format_matches_the_saved_model_on_a_rendered_song(export_dir, song, ref
     name = formats.file_name(fmt, quantize)
     assert list(written) == [name] and (export_dir / name).is_file()
     card = json.loads((export_dir / export.MODEL_CARD).read_text())
-    assert card["formats"][name]["input"] == {"name": "audio", "dtype": "float32", "shape": ["samples"],
-                                              "description": "mono audio at 22050 Hz, full scale +-1"}
-    assert card["formats"][name]["bytes"] == (export_dir / name).stat().st_size
+    entry = card["formats"][name]
+    assert {k: entry["input"][k] for k in ("name", "dtype", "shape", "description")} == {
+        "name": "audio", "dtype": "float32", "shape": ["samples"], "description": "mono audio at 22050 Hz, full scale +-1"}
+    assert entry["output"]["name"] == "probabilities" and entry["output"]["shape"] == ["frames", "classes"]
+    assert entry["bytes"] == (export_dir / name).stat().st_size
+    if fmt == "tflite":  # the names the card gives are the file's
+        interpreter = tf.lite.Interpreter(str(export_dir / name))
+        assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["audio"],
+                                                                         "outputs": ["probabilities"]}}
+        assert entry["input"]["tensor"] == interpreter.get_input_details()[0]["name"]
+        assert entry["output"]["tensor"] == interpreter.get_output_details()[0]["name"]
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(export_dir / name), providers=["CPUExecutionProvider"])
+        assert [(i.name, i.shape) for i in session.get_inputs()] == [("audio", ["samples"])]
+        assert [(o.name, o.shape) for o in session.get_outputs()] == [("probabilities", ["frames", 170])]
 
     model = inference.load_chord_model(export_dir, fmt, window_seconds=600.0, quantize=quantize)
     probs, times = model.probabilities(song, 22050)
@@ -80,6 +94,25 @@ def test_tflite_with_default_windows_matches_the_saved_model(export_dir, song):
     # The SavedModel resamples each window without context, the format backends with a second of it.
     assert np.max(np.abs(probs - expected)) < 1e-3
     assert _agreement(probs, expected) >= 0.995
+
+
+def test_the_readme_python_calls(export_dir, song):
+    """The README's two Python snippets, on 10 s of the song, give what predict's runners give."""
+    import onnxruntime as ort
+
+    for fmt in ("tflite", "onnx"):
+        if not (export_dir / formats.file_name(fmt)).exists():
+            export.write_formats(export_dir, [fmt])
+    audio = song[: 22050 * 10]
+    interpreter = tf.lite.Interpreter(str(export_dir / "model.tflite"))
+    run = interpreter.get_signature_runner("serving_default")
+    from_tflite = run(audio=audio)["probabilities"]
+    session = ort.InferenceSession(str(export_dir / "model.onnx"))
+    from_onnx = session.run(["probabilities"], {"audio": audio})[0]
+    expected = formats.load_runner(export_dir / "model.tflite", "tflite").run(audio)
+    assert from_tflite.shape == from_onnx.shape == expected.shape == (1 + len(audio) // 2048, 170)
+    np.testing.assert_allclose(from_tflite, expected, atol=1e-6)
+    np.testing.assert_allclose(from_onnx, expected, atol=1e-5)
 
 
 def test_onnx_replacements_compute_log1p_expm1_and_the_fft_magnitude(tmp_path):
