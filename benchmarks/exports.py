@@ -75,7 +75,8 @@ def measure(model, songs, sample_rate: int, repeats: int, reference=None) -> dic
     probabilities = [model.probabilities(song, sample_rate)[0] for song in songs]
     row = {"seconds": min(times), "probabilities": probabilities}
     if reference is not None:
-        row["max_diff"] = max(float(np.max(np.abs(p - r))) for p, r in zip(probabilities, reference))
+        # NaN, if a format gives any, shows as NaN (Python's max() would skip it).
+        row["max_diff"] = float(np.max(np.concatenate([np.abs(p - r).ravel() for p, r in zip(probabilities, reference)])))
         same = [decode.viterbi(p, decode.DEFAULT_SELF_TRANSITION) == decode.viterbi(r, decode.DEFAULT_SELF_TRANSITION)
                 for p, r in zip(probabilities, reference)]
         row["agree"] = float(np.mean(np.concatenate(same)))

@@ -22,17 +22,17 @@ no converter carries), so the app hands over audio at the model's rate. Per form
 
 Quantisation: "none" (float32), "float16" (weights stored as float16; Core ML also computes in
 float16) and "int8" (weights stored as 8-bit integers, activations float: TFLite dynamic-range
-quantisation, onnxruntime's `quantize_dynamic`, coremltools' linear weight quantisation).
+quantisation, onnxruntime's `quantize_dynamic`, coremltools' linear weight quantisation). In ONNX and
+Core ML the spectrogram and the level normalisation stay float32 (`reduced_precision_selector`); the
+TFLite converter stores float16 weights but computes in float32 on CPUs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import pathlib
 import platform
-import shutil
 import tempfile
 from typing import Any, Callable
 
@@ -116,6 +116,25 @@ def unrolled_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
+def reduced_precision_selector(model: keras.Model) -> Callable[[str], bool]:
+    """Which converted ops (by name) may run in float16 or hold int8 weights: the network's, bar the layers
+    that stay float32 under every Keras precision policy (`model.FLOAT32_LAYERS`).
+
+    The spectrogram stays float32: a full-scale tone's DFT output squared reaches 7e7, beyond float16's
+    65504, and its long sums lose precision. So do the layers that read it: the level normalisation divides
+    across the recording's whole dynamic range (in float16 a song opening with digital silence came out as
+    NaN), the frame mask and the silence rule decide on values below float16's resolution. Converters name
+    ops after the TensorFlow ones, which carry the Keras model's name and layer names as scopes.
+    """
+    kept = [layer.name for layer in model.layers if isinstance(layer, model_lib.FLOAT32_LAYERS)]
+
+    def select(name: str) -> bool:
+        flat = name.replace("/", "_")  # ONNX keeps TF's scopes (a/b/c), Core ML joins them with underscores
+        return flat.startswith(model.name) and not any(f"_{layer}_" in flat for layer in kept)
+
+    return select
+
+
 # ---------------------------------------------------------------------------------------------
 # Converters
 
@@ -132,25 +151,25 @@ def convert(fmt: str, model: keras.Model, feature_config: FeatureConfig, out_pat
     out_path = pathlib.Path(out_path)
     if fmt == "tflite":
         files.write_bytes_atomic(out_path, _tflite_bytes(model, feature_config, quantize))
-        num_samples = None
-        entry = describe(fmt, quantize, feature_config, num_samples, out_path)
+        entry = describe(fmt, quantize, feature_config, None, out_path)
         # The signature names the tensors "audio" and "probabilities"; by index, they are these.
         interpreter = tf.lite.Interpreter(model_path=str(out_path))
         entry["signature"] = "serving_default"
         entry["input"]["tensor"] = interpreter.get_input_details()[0]["name"]
         entry["output"]["tensor"] = interpreter.get_output_details()[0]["name"]
-        return entry
     elif fmt == "onnx":
         files.write_bytes_atomic(out_path, _onnx_bytes(model, feature_config, quantize))
-        num_samples = None
+        entry = describe(fmt, quantize, feature_config, None, out_path)
     else:
         frames = coreml_window_frames or int(round(DEFAULT_COREML_WINDOW_SECONDS * feature_config.frame_rate))
         num_samples = frames * feature_config.hop_length
+        classes = model.output["chord"].shape[-1]
         # coremltools saves an ML program only under a name ending in .mlpackage.
         with files.atomic_output(out_path, temporary=out_path.with_name(f".{out_path.name}.incomplete.mlpackage")) as tmp:
             _coreml_model(model, feature_config, quantize, num_samples).save(str(tmp))
-            check_coreml_spec(tmp, num_samples, feature_config.num_frames(num_samples), model.output["chord"].shape[-1])
-    return describe(fmt, quantize, feature_config, num_samples, out_path)
+            check_coreml_spec(tmp, num_samples, feature_config.num_frames(num_samples), classes)
+        entry = describe(fmt, quantize, feature_config, num_samples, out_path)
+    return entry
 
 
 def describe(fmt: str, quantize: str, feature_config: FeatureConfig, num_samples: int | None,
@@ -174,7 +193,7 @@ def describe(fmt: str, quantize: str, feature_config: FeatureConfig, num_samples
                                   "(frames = 1 + samples // hop_length)"},
         "features": "inside: the log-frequency spectrogram is computed in the model from the audio"
                     + (" (as real matrix products, features.dft_log_spectrogram)" if fmt == "coreml" else ""),
-        "window_frames": None if num_samples is None else num_samples // feature_config.hop_length,
+        "window_seconds": None if num_samples is None else num_samples / feature_config.sample_rate,
     }
 
 
@@ -210,17 +229,15 @@ def _onnx_bytes(model: keras.Model, feature_config: FeatureConfig, quantize: str
     # Name the dynamic axes (tf2onnx calls them unk__N).
     proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "samples"
     proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "frames"
+    selected = reduced_precision_selector(model)
     if quantize == "float16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        # Weights in float16; the DFTs and the spectrogram's log stay float32 (their dynamic range).
-        proto = convert_float_to_float16(proto, keep_io_types=True, op_block_list=["DFT", "Log", "Exp", "Sqrt"])
+        _float16_weights(proto)
     elif quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        # Only the network's matrix products: the spectrogram's filterbank products (outside the Keras
-        # model's name scope) would quantise a song's quiet frames to silence along with its activations.
-        network = [node.name for node in proto.graph.node if node.op_type == "MatMul" and node.name.startswith(model.name)]
+        # The network's matrix products only: quantising the spectrogram's filterbank products (and their
+        # activations) turned a song's quiet frames into silence.
+        network = [node.name for node in proto.graph.node if node.op_type == "MatMul" and selected(node.name)]
         with tempfile.TemporaryDirectory() as tmp:
             source, target = pathlib.Path(tmp) / "float.onnx", pathlib.Path(tmp) / "int8.onnx"
             source.write_bytes(proto.SerializeToString())
@@ -230,7 +247,36 @@ def _onnx_bytes(model: keras.Model, feature_config: FeatureConfig, quantize: str
     return proto.SerializeToString()
 
 
+def _float16_weights(proto, min_size: int = 1024) -> None:
+    """Stores the float32 initializers of `min_size` elements or more as float16, each followed by a Cast
+    back to float32 under its old name: half the bytes, float32 arithmetic (as TFLite's float16 files on
+    CPUs). onnxruntime folds the casts when it loads the model.
+
+    A float16 graph (onnxruntime's converter) was tried first: its casts around the float32 layers it was
+    told to leave alone still rounded the spectrogram to float16, and frames at the edge of digital
+    silence flipped to N.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    casts = []
+    for tensor in list(proto.graph.initializer):
+        if tensor.data_type != TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(tensor)
+        if values.size < min_size:
+            continue
+        half = numpy_helper.from_array(values.astype(np.float16), f"{tensor.name}/float16")
+        proto.graph.initializer.remove(tensor)
+        proto.graph.initializer.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [tensor.name], name=f"{tensor.name}/to_float32",
+                                      to=TensorProto.FLOAT))
+    nodes = casts + list(proto.graph.node)  # the casts first: nodes are listed in topological order
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+
+
 def _onnx_handlers() -> dict[str, tuple[Callable, list]]:
+    from onnx import TensorProto
     from tf2onnx import utils
 
     def one(ctx):
@@ -253,14 +299,14 @@ def _onnx_handlers() -> dict[str, tuple[Callable, list]]:
         shape = ctx.get_shape(node.input[0])
         rank = len(shape)
         n = int(ctx.get_node_by_output(node.input[1]).get_tensor_value()[0])
-        source, outputs, dtypes = node.input[0], node.output, node.output_dtypes
+        source, outputs = node.input[0], node.output
         ctx.remove_node(node.name)
         axes = ctx.make_const(utils.make_name("axes"), np.array([-1], np.int64)).output[0]
         length = ctx.make_const(utils.make_name("length"), np.array(n, np.int64)).output[0]
         real = ctx.make_node("Unsqueeze", [source, axes])
         dft = ctx.make_node("DFT", [real.output[0], length], attr={"axis": rank - 1, "onesided": 1})
         ctx.make_node("Transpose", [dft.output[0]], attr={"perm": [rank] + list(range(rank))}, outputs=outputs,
-                      shapes=[[2] + list(shape[:-1]) + [n // 2 + 1]], dtypes=[1])  # 1: ONNX float
+                      shapes=[[2] + list(shape[:-1]) + [n // 2 + 1]], dtypes=[TensorProto.FLOAT])
 
     return {"Log1p": (log1p, []), "Expm1": (expm1, []), "RFFT": (rfft, [])}
 
@@ -300,14 +346,22 @@ def _coreml_model(model: keras.Model, feature_config: FeatureConfig, quantize: s
     network = unrolled_copy(model)
     function = audio_function(network, feature_config, num_samples,
                               features_lib.dft_log_spectrogram).get_concrete_function()
-    precision = ct.precision.FLOAT16 if quantize == "float16" else ct.precision.FLOAT32
+    selected = reduced_precision_selector(model)
+    if quantize == "float16":
+        precision = ct.transform.FP16ComputePrecision(op_selector=lambda op: selected(op.name))
+    else:
+        precision = ct.precision.FLOAT32
     converted = ct.convert([function], source="tensorflow", convert_to="mlprogram", compute_precision=precision,
                            inputs=[ct.TensorType(name=INPUT_NAME, shape=(num_samples,))],
                            minimum_deployment_target=ct.target.iOS16)
     if quantize == "int8":
+        skipped = {name: None for name in ct.optimize.coreml.get_weights_metadata(converted, weight_threshold=0)
+                   if not selected(name)}
         config = ct.optimize.coreml.OptimizationConfig(
-            global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
-        converted = ct.optimize.coreml.linear_quantize_weights(converted, config)
+            global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"),
+            op_name_configs=skipped)
+        with np.errstate(invalid="raise"):  # an all-zero weight channel would quantise to garbage, silently
+            converted = ct.optimize.coreml.linear_quantize_weights(converted, config)
     spec = converted.get_spec()
     ct.utils.rename_feature(spec, spec.description.output[0].name, OUTPUT_NAME)
     converted = ct.models.MLModel(spec, weights_dir=converted.weights_dir)

@@ -214,6 +214,11 @@ class SilenceIsNoChord(layers.Layer):
         return {**super().get_config(), "threshold": self.threshold}
 
 
+# The layers that compute in float32 under every precision policy: they read the spectrogram's whole
+# dynamic range or decide on tiny values. The app formats keep them float32 too (chordkeras.formats).
+FLOAT32_LAYERS = (FrameMask, SignalFlag, LevelNormalization, SilenceIsNoChord)
+
+
 @_serializable
 class MaskedBatchNorm(layers.Layer):
     """Batch normalisation over the last axis whose statistics count only real frames.

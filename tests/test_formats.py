@@ -31,10 +31,12 @@ def export_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def song():
-    """A rendered song (SoundFont, recording chain) of more than 60 s at the model's rate."""
+    """A rendered song (SoundFont, recording chain) of more than 60 s at the model's rate, after 2 s of
+    digital silence (where a float16 level normalisation divided 0 by 0) and peaking at full scale."""
     song = generate.make_song(5, 0, render.load_renderer(), 1.2)
     assert song.sample_rate == 22050 and len(song.audio) > 60 * song.sample_rate
-    return song.audio.astype(np.float32)
+    audio = np.concatenate([np.zeros(2 * 22050), song.audio / np.max(np.abs(song.audio))])
+    return audio.astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +82,19 @@ def test_format_matches_the_saved_model_on_a_rendered_song(export_dir, song, ref
     assert probs.shape == reference.shape == (1 + len(song) // 2048, 170)
     np.testing.assert_allclose(times, np.arange(len(probs)) * 2048 / 22050)
     atol, agreement = TOLERANCE[quantize]
+    assert np.all(np.isfinite(probs))
     assert np.max(np.abs(probs - reference)) < atol
     assert _agreement(probs, reference) >= agreement
 
 
 def test_tflite_with_default_windows_matches_the_saved_model(export_dir, song):
-    """The predict path: 60 s windows with 5 s overlap on both backends, audio at 44.1 kHz resampled."""
+    """The predict path: 60 s windows with 5 s overlap on both backends, audio at 44.1 kHz resampled.
+
+    Without the song's leading silence: resampled, it is no longer digital silence but the resampler's
+    ringing around 1e-7, which each backend's resampling (per window inside the SavedModel, with a second
+    of context here) leaves slightly differently on either side of the silence threshold."""
     export.write_formats(export_dir, ["tflite"])
-    audio = features.resample(song, 22050, 44100).numpy()
+    audio = features.resample(song[2 * 22050 :], 22050, 44100).numpy()
     expected = inference.load_chord_model(export_dir, "saved_model").probabilities(audio, 44100)[0]
     probs = inference.load_chord_model(export_dir, "tflite").probabilities(audio, 44100)[0]
     assert probs.shape == expected.shape
@@ -139,7 +146,7 @@ def test_onnx_replacements_compute_log1p_expm1_and_the_fft_magnitude(tmp_path):
 
 
 @pytest.mark.slow
-def test_coreml_package_is_converted_with_the_specified_window(export_dir, song, reference):
+def test_coreml_package_is_converted_with_the_specified_window(export_dir):
     pytest.importorskip("coremltools")
     written = export.write_formats(export_dir, ["coreml"], coreml_window_seconds=10.0)
     package = export_dir / "model.mlpackage"
@@ -148,11 +155,16 @@ def test_coreml_package_is_converted_with_the_specified_window(export_dir, song,
     assert formats.coreml_io(package) == {"audio": ("input", [frames * 2048]),
                                           "probabilities": ("output", [frames + 1, 170])}
     entry = json.loads((export_dir / export.MODEL_CARD).read_text())["formats"]["model.mlpackage"]
-    assert entry["input"]["shape"] == [frames * 2048] and entry["window_frames"] == frames
+    assert entry["input"]["shape"] == [frames * 2048] and entry["window_seconds"] == frames * 2048 / 22050
 
+
+@pytest.mark.slow
+def test_coreml_matches_the_saved_model_where_core_ml_runs(export_dir, song):
     ok, why = formats.coreml_can_predict()
     if not ok:
         pytest.skip(f"Core ML predictions not checked: {why}")
+    if not (export_dir / "model.mlpackage").exists():
+        export.write_formats(export_dir, ["coreml"], coreml_window_seconds=10.0)
     model = inference.load_chord_model(export_dir, "coreml", window_seconds=10.0)
     saved = inference.load_chord_model(export_dir, "saved_model", window_seconds=10.0)
     probs, expected = model.probabilities(song, 22050)[0], saved.probabilities(song, 22050)[0]
