@@ -159,6 +159,17 @@ def test_coreml_package_is_converted_with_the_specified_window(export_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("quantize", ["float16", "int8"])
+def test_coreml_quantised_packages_convert(export_dir, quantize):
+    """float16 (the network computed in float16) and int8 weights: converted, same inputs and outputs, smaller."""
+    export.write_formats(export_dir, ["coreml"], quantize, coreml_window_seconds=5.0)
+    frames = int(round(5.0 * 22050 / 2048))
+    package = export_dir / formats.file_name("coreml", quantize)
+    assert formats.coreml_io(package) == {"audio": ("input", [frames * 2048]),
+                                          "probabilities": ("output", [frames + 1, 170])}
+
+
+@pytest.mark.slow
 def test_coreml_matches_the_saved_model_where_core_ml_runs(export_dir, song):
     ok, why = formats.coreml_can_predict()
     if not ok:
