@@ -22,9 +22,9 @@ no converter carries), so the app hands over audio at the model's rate. Per form
 
 Quantisation: "none" (float32), "float16" (weights stored as float16; Core ML also computes in
 float16) and "int8" (weights stored as 8-bit integers, activations float: TFLite dynamic-range
-quantisation, onnxruntime's `quantize_dynamic`, coremltools' linear weight quantisation). In ONNX and
-Core ML the spectrogram and the level normalisation stay float32 (`reduced_precision_selector`); the
-TFLite converter stores float16 weights but computes in float32 on CPUs.
+quantisation, onnxruntime's `quantize_dynamic`, coremltools' linear weight quantisation). TFLite and ONNX
+float16 files compute in float32 (weights cast at load); in ONNX and Core ML the spectrogram and the
+layers in `model.FLOAT32_LAYERS` are never quantised nor computed in float16 (`reduced_precision_selector`).
 """
 
 from __future__ import annotations
@@ -55,6 +55,18 @@ DEFAULT_COREML_WINDOW_SECONDS = 20.0
 ONNX_OPSET = 17  # the first opset with DFT
 INPUT_NAME = "audio"
 OUTPUT_NAME = "probabilities"
+
+
+# What the model card says of each format's features (inside the model for all three) and why.
+WHY = {
+    "tflite": "TFLite's built-in RFFT2D and COMPLEX_ABS carry the FFTs, so the app needs no feature code; "
+              "the in-graph resampler stays out (its FFT length depends on the input length)",
+    "onnx": "the FFTs are ONNX DFT nodes (opset 17), so the app needs no feature code; the in-graph "
+            "resampler stays out (its FFT length depends on the input length)",
+    "coreml": "as real matrix products over the FFT bins the filterbank reads (features.dft_log_spectrogram): "
+              "coremltools would store each FFT as a dense DFT matrix (2.9 GB); fixed window because the "
+              "recurrent layers are unrolled (coremltools cannot read Keras 3's while loop)",
+}
 
 
 class FormatError(ValueError):
@@ -191,8 +203,9 @@ def describe(fmt: str, quantize: str, feature_config: FeatureConfig, num_samples
                    "shape": ["frames", "classes"] if frames is None else [frames, "classes"],
                    "description": "chord probabilities; frame i is centred on sample i * hop_length "
                                   "(frames = 1 + samples // hop_length)"},
-        "features": "inside: the log-frequency spectrogram is computed in the model from the audio"
-                    + (" (as real matrix products, features.dft_log_spectrogram)" if fmt == "coreml" else ""),
+        "features": "inside: the model computes the log-frequency spectrogram from the audio; resample to "
+                    f"{feature_config.sample_rate} Hz first",
+        "why": WHY[fmt],
         "window_seconds": None if num_samples is None else num_samples / feature_config.sample_rate,
     }
 
@@ -355,8 +368,11 @@ def _coreml_model(model: keras.Model, feature_config: FeatureConfig, quantize: s
                            inputs=[ct.TensorType(name=INPUT_NAME, shape=(num_samples,))],
                            minimum_deployment_target=ct.target.iOS16)
     if quantize == "int8":
-        skipped = {name: None for name in ct.optimize.coreml.get_weights_metadata(converted, weight_threshold=0)
-                   if not selected(name)}
+        # Left float: the spectrogram's and the float32 layers' weights, and any weight with an all-zero row
+        # or column, which coremltools would quantise with a zero scale into NaN.
+        metadata = ct.optimize.coreml.get_weights_metadata(converted, weight_threshold=0)
+        skipped = {name: None for name, info in metadata.items()
+                   if not selected(name) or _has_zero_slice(np.asarray(info.val))}
         config = ct.optimize.coreml.OptimizationConfig(
             global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"),
             op_name_configs=skipped)
@@ -367,6 +383,15 @@ def _coreml_model(model: keras.Model, feature_config: FeatureConfig, quantize: s
     converted = ct.models.MLModel(spec, weights_dir=converted.weights_dir)
     converted.short_description = "chordkeras: chord probabilities of a window of mono audio"
     return converted
+
+
+def _has_zero_slice(values: np.ndarray) -> bool:
+    """True when `values` is all zeros along some index of its first or last axis."""
+    if values.ndim == 0 or values.size == 0:
+        return True
+    rows = values.reshape(values.shape[0], -1)
+    columns = values.reshape(-1, values.shape[-1])
+    return bool(np.any(np.all(rows == 0, axis=1)) or np.any(np.all(columns == 0, axis=0)))
 
 
 def coreml_io(path: str | os.PathLike) -> dict[str, tuple[str, list[int]]]:
