@@ -227,13 +227,15 @@ def test_command_line_errors_name_the_problem(export_dir, tmp_path, capsys):
         export_cli.main([str(export_dir), "--format", "tflite,pb"])
     assert "unknown pb" in capsys.readouterr().err
 
+    folder = tmp_path / "export"  # a copy without model.int8.tflite, whatever the other tests wrote
+    shutil.copytree(export_dir, folder, ignore=shutil.ignore_patterns("model.int8.tflite"))
     wav = tmp_path / "tone.wav"
     sf.write(wav, np.zeros(22050, np.float32), 22050)
-    code = predict.main([str(export_dir), str(wav), "--backend", "coreml", "--quantize", "int8", "--no-progress"])
+    code = predict.main([str(folder), str(wav), "--backend", "tflite", "--quantize", "int8", "--no-progress"])
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"chordkeras.predict: error: {export_dir}: no model.int8.mlpackage (write it with: python -m "
-        f"chordkeras.export {export_dir} --format coreml --quantize int8)")
+        f"chordkeras.predict: error: {folder}: no model.int8.tflite (write it with: python -m "
+        f"chordkeras.export {folder} --format tflite --quantize int8)")
 
 
 def test_a_failed_conversion_leaves_no_file_and_the_card_unchanged(export_dir, tmp_path, monkeypatch):
