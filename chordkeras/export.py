@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from chordkeras import __version__, cli, decode, features, files, formats, vocab
 from chordkeras import model as model_lib
-from chordkeras.config import RunConfig
+from chordkeras.config import RunConfig, feature_config_from_dict
 
 SAVED_MODEL = "saved_model"
 KERAS_FILE = "model.keras"
@@ -211,8 +211,6 @@ def write_formats(export_dir: str | os.PathLike, fmts: Sequence[str], quantize: 
 
 
 def features_config_of(card: dict[str, Any]):
-    from chordkeras.config import feature_config_from_dict
-
     return feature_config_from_dict(card["features"])
 
 
@@ -256,8 +254,8 @@ def _main(args: argparse.Namespace) -> int:
     written = write_formats(args.path, args.formats, args.quantize, args.coreml_window_seconds, log=log)
     folder = resolve_export_dir(args.path)
     for name, entry in written.items():
-        print(f"chordkeras.export: wrote {folder / name} ({entry['bytes'] / 1e6:.2f} MB, input "
-              f"{entry['input']['shape']} at {features_config_of(files.read_json(folder / MODEL_CARD)).sample_rate} Hz)")
+        print(f"chordkeras.export: wrote {folder / name} ({entry['bytes'] / 1e6:.2f} MB; input: "
+              f"{entry['input']['description']})")
     if "coreml" in args.formats:
         ok, why = formats.coreml_can_predict()
         if not ok:

@@ -279,6 +279,10 @@ class FormatTranscriber(Transcriber):
         self.format_file = path / name
         self._runner = formats.load_runner(path / name, fmt, self.window_samples)
 
+    @property
+    def description(self) -> str:
+        return f"{super().description}, {self.format_file.name}"
+
     def model_rate_audio(self, source: AudioSource, first: int, stop: int) -> np.ndarray:
         """Samples under frames [first, stop) at the model's rate, resampled with context when needed."""
         rate, hop = self.features.sample_rate, self.features.hop_length

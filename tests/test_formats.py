@@ -276,3 +276,33 @@ def test_file_names():
     assert formats.file_name("onnx", "int8") == "model.int8.onnx"
     assert formats.file_name("coreml", "float16") == "model.float16.mlpackage"
     assert pathlib.Path(formats.file_name("tflite", "float16")).suffix == ".tflite"
+
+
+def test_weights_with_an_all_zero_row_or_column_are_found():
+    """Core ML int8 leaves these float: a zero channel would get a zero scale."""
+    assert formats._has_zero_slice(np.array([[1.0, 0.0], [2.0, 0.0]]))      # column 1
+    assert formats._has_zero_slice(np.array([[0.0, 0.0], [2.0, 3.0]]))      # row 0
+    assert not formats._has_zero_slice(np.array([[1.0, 0.0], [0.0, 3.0]]))  # zeros, but no zero row or column
+    assert formats._has_zero_slice(np.zeros((2, 3, 4))[..., :0])            # empty
+    assert formats._has_zero_slice(np.float32(0.0))                          # a scalar
+
+
+def test_float16_weights_halve_the_large_initializers_and_keep_float32_arithmetic():
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.arange(2048, dtype=np.float32).reshape(64, 32) / 7
+    bias = np.ones(32, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Add", ["y", "b"], ["z"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 32])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    formats._float16_weights(proto)
+    stored = {t.name: t.data_type for t in proto.graph.initializer}
+    assert stored == {"w/float16": TensorProto.FLOAT16, "b": TensorProto.FLOAT}   # 2048 elements: halved; 32: kept
+    import onnxruntime as ort
+
+    x = np.ones((1, 64), np.float32)
+    out = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(out, x @ weights.astype(np.float16).astype(np.float32) + 1, rtol=1e-6)
