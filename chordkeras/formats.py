@@ -93,7 +93,8 @@ def require(fmt: str) -> None:
         try:
             __import__(module)
         except ImportError as e:
-            raise FormatError(f"{fmt} needs {module} ({e}); install it with: pip install 'chordkeras[export]'") from e
+            raise FormatError(f"{fmt} needs {module} ({e}); install it with: pip install -e \".[export]\" "
+                              "(in the chordkeras folder)") from e
 
 
 # ---------------------------------------------------------------------------------------------

@@ -306,3 +306,13 @@ def test_float16_weights_halve_the_large_initializers_and_keep_float32_arithmeti
     x = np.ones((1, 64), np.float32)
     out = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(out, x @ weights.astype(np.float16).astype(np.float32) + 1, rtol=1e-6)
+
+
+def test_a_missing_converter_is_named_with_the_extra_that_installs_it(export_dir, monkeypatch, capsys):
+    from chordkeras import export as export_cli
+
+    monkeypatch.setitem(formats.EXTRAS, "onnx", ("tf2onnx_not_installed",))
+    assert export_cli.main([str(export_dir), "--format", "onnx"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "chordkeras.export: error: onnx needs tf2onnx_not_installed (No module named 'tf2onnx_not_installed'); "
+        'install it with: pip install -e ".[export]" (in the chordkeras folder)')
