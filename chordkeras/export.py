@@ -193,7 +193,7 @@ def write_formats(export_dir: str | os.PathLike, fmts: Sequence[str], quantize: 
         formats.file_name(fmt, quantize)
         formats.require(fmt)
     card = files.read_json(folder / MODEL_CARD)
-    feature_config = features_config_of(card)
+    feature_config = feature_config_from_dict(card["features"])
     model = keras.saving.load_model(str(folder / KERAS_FILE), compile=False)
     frames = max(1, int(round(coreml_window_seconds * feature_config.frame_rate)))
     written = {}
@@ -210,14 +210,10 @@ def write_formats(export_dir: str | os.PathLike, fmts: Sequence[str], quantize: 
     return written
 
 
-def features_config_of(card: dict[str, Any]):
-    return feature_config_from_dict(card["features"])
-
-
 def decoding_from_card(card: dict[str, Any]) -> dict[str, Any]:
     """The decoding section for a card written before cards carried one."""
     config = RunConfig()
-    return decoding(dataclasses.replace(config, features=features_config_of(card)))
+    return decoding(dataclasses.replace(config, features=feature_config_from_dict(card["features"])))
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -113,10 +113,13 @@ class Transcriber:
         architecture = (config.get("model") or {}).get("architecture", "model")
         return f"chordkeras {architecture} ({self.card.get('vocabulary', '?')} vocabulary)"
 
+    def num_samples(self, source: AudioSource) -> int:
+        """Length of a whole source resampled to the model's rate."""
+        return (source.num_samples * self.features.sample_rate + source.sample_rate // 2) // source.sample_rate
+
     def num_frames(self, source: AudioSource) -> int:
         """Frames of a whole source: its length resampled to the model's rate, then centred frames."""
-        resampled = (source.num_samples * self.features.sample_rate + source.sample_rate // 2) // source.sample_rate
-        return self.features.num_frames(resampled)
+        return self.features.num_frames(self.num_samples(source))
 
     def _read_frames(self, source: AudioSource, first: int, stop: int) -> np.ndarray:
         """Source samples under frames [first, stop): model-rate samples [first, stop) * hop."""
@@ -294,9 +297,6 @@ class FormatTranscriber(Transcriber):
         resampled = features_lib.resample(chunk, source.sample_rate, rate).numpy()
         wanted = min((stop - first) * hop, self.num_samples(source) - first * hop)
         return resampled[(first - read_first) * hop:][: max(0, wanted)]
-
-    def num_samples(self, source: AudioSource) -> int:
-        return (source.num_samples * self.features.sample_rate + source.sample_rate // 2) // source.sample_rate
 
     def source_probabilities(self, source, with_spectrogram=False):
         total = self.num_frames(source)
