@@ -1,18 +1,20 @@
 """The data pump: prepared records -> shuffled, cropped, augmented batches, prefetched.
 
-Training: list shards -> shuffle files -> interleave reads -> parse -> cache -> shuffle songs ->
-random excerpts (new ones each epoch) -> shuffle excerpts -> pitch shift + detune + gain/EQ -> batch ->
-repeat -> prefetch(AUTOTUNE). The training pipeline never ends: one pass through the songs is
-`steps_per_epoch` batches, which is what a fit is given as its epoch. Validation and test: whole
+Training, per dataset: list shards -> shuffle files -> interleave reads -> parse -> cache -> shuffle
+songs -> random excerpts (new ones each pass) -> pitch shift + detune + gain/EQ -> repeat; then the
+datasets' excerpts sampled at their mixing weights -> shuffle excerpts -> batch -> prefetch(AUTOTUNE).
+The training pipeline never ends: one pass through the songs is `steps_per_epoch` batches, which is
+what a fit is given as its epoch. Validation and test: whole
 songs, in order, no augmentation, padded batches with a mask. Every element is (spectrogram,
 targets, mask) as `chordkeras.model.ChordModel` expects.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -140,8 +142,8 @@ def gain_and_eq(spectrogram: tf.Tensor, gain_db: tf.Tensor, tilt_db: tf.Tensor, 
     return out
 
 
-def train_dataset(folder: str | os.PathLike, config: RunConfig, info: dict[str, Any]) -> tuple[tf.data.Dataset, int]:
-    """The endless training pipeline and its steps per epoch (one pass, see `Datasets`)."""
+def _excerpts(folder: str | os.PathLike, config: RunConfig, seed: int) -> tf.data.Dataset:
+    """Endless augmented excerpts of one dataset's training songs: each pass draws `excerpts_per_song` per song."""
     data = config.data
     vocabulary = vocab.get_vocabulary(data.vocabulary)
     excerpt_frames = data.excerpt_frames(config.features)
@@ -150,13 +152,12 @@ def train_dataset(folder: str | os.PathLike, config: RunConfig, info: dict[str, 
     songs = _load_songs(folder, "train", config, shuffle=True)
     if data.cache:
         songs = songs.cache()
-    num_songs = info["splits"]["train"]["songs"]
-    songs = songs.shuffle(max(1, min(data.shuffle_songs, num_songs)), seed=config.train.seed,
-                          reshuffle_each_iteration=True)
+    num_songs = records.read_dataset_info(folder)["splits"]["train"]["songs"]
+    songs = songs.shuffle(max(1, min(data.shuffle_songs, num_songs)), seed=seed, reshuffle_each_iteration=True)
     if data.excerpts_per_song > 1:
         songs = songs.flat_map(lambda s: tf.data.Dataset.from_tensors(s).repeat(data.excerpts_per_song))
-    # One fresh pair of stateless seeds per excerpt, different every epoch, reproducible from the seed.
-    seeds = tf.data.Dataset.random(seed=config.train.seed, rerandomize_each_iteration=True).batch(4)
+    # One fresh pair of stateless seeds per excerpt, different every pass, reproducible from the seed.
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(4)
     ds = tf.data.Dataset.zip((songs, seeds))
 
     def excerpt_and_augment(song, seed):
@@ -174,22 +175,42 @@ def train_dataset(folder: str | os.PathLike, config: RunConfig, info: dict[str, 
             spec = gain_and_eq(spec, (2 * draws[1] - 1) * data.gain_db, (2 * draws[2] - 1) * data.eq_db, log_scale)
         return spec, targets, mask
 
-    ds = ds.map(excerpt_and_augment, num_parallel_calls=AUTOTUNE, deterministic=False)
+    return ds.map(excerpt_and_augment, num_parallel_calls=AUTOTUNE, deterministic=False).repeat()
+
+
+def train_dataset(folders: Sequence[str | os.PathLike], config: RunConfig, infos: Sequence[dict[str, Any]],
+                  weights: Sequence[float]) -> tuple[tf.data.Dataset, int]:
+    """The endless training pipeline over one or more datasets, and its steps per epoch.
+
+    Each dataset gives an endless stream of excerpts (`_excerpts`); `weights` are the shares of the
+    excerpts drawn from each (sampled per excerpt), so a batch mixes them. An epoch is
+    `data.steps_per_epoch` batches, or as many as one pass over every dataset's training songs
+    (songs x `data.excerpts_per_song`, summed over the datasets).
+    """
+    data = config.data
+    streams = [_excerpts(folder, config, config.train.seed + 1009 * i) for i, folder in enumerate(folders)]
+    total = float(sum(weights))
+    ds = tf.data.Dataset.sample_from_datasets(streams, [w / total for w in weights], seed=config.train.seed,
+                                              rerandomize_each_iteration=True)
     ds = ds.shuffle(max(1, data.shuffle_excerpts), seed=config.train.seed + 1, reshuffle_each_iteration=True)
     ds = ds.batch(data.batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=False)
+    num_songs = sum(info["splits"]["train"]["songs"] for info in infos)
     steps = data.steps_per_epoch or (num_songs * data.excerpts_per_song) // data.batch_size
     if steps < 1:
         raise ValueError(
-            f"{folder}: {num_songs} training songs x {data.excerpts_per_song} excerpts is less than one batch of "
-            f"{data.batch_size}; lower data.batch_size or raise data.excerpts_per_song"
+            f"{', '.join(str(f) for f in folders)}: {num_songs} training songs x {data.excerpts_per_song} excerpts "
+            f"is less than one batch of {data.batch_size}; lower data.batch_size or raise data.excerpts_per_song"
         )
-    # Each pass yields exactly `steps` batches (drop_remainder), so the epochs of a fit are passes.
-    return ds.repeat().prefetch(AUTOTUNE), steps
+    return ds.prefetch(AUTOTUNE), steps
 
 
-def eval_dataset(folder: str | os.PathLike, split: str, config: RunConfig) -> tf.data.Dataset:
-    """Whole songs of `split`, in a fixed order, padded into batches with a mask."""
-    songs = _load_songs(folder, split, config, shuffle=False)
+def eval_dataset(folders: str | os.PathLike | Sequence[str | os.PathLike], split: str,
+                 config: RunConfig) -> tf.data.Dataset:
+    """Whole songs of `split` of one or more datasets, in a fixed order, padded into batches with a mask."""
+    folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
+    songs = _load_songs(folders[0], split, config, shuffle=False)
+    for folder in folders[1:]:
+        songs = songs.concatenate(_load_songs(folder, split, config, shuffle=False))
 
     def whole(song):
         targets = {key: song[key] for key in TARGET_KEYS}
@@ -204,21 +225,35 @@ def eval_dataset(folder: str | os.PathLike, split: str, config: RunConfig) -> tf
     )
     ds = ds.padded_batch(config.data.eval_batch_size, padding_values=padding)
     # A known length lets Keras show progress and end the pass without an out-of-data warning.
-    songs = records.read_dataset_info(folder)["splits"][split]["songs"]
+    songs = sum(records.read_dataset_info(folder)["splits"][split]["songs"] for folder in folders)
     ds = ds.apply(tf.data.experimental.assert_cardinality(-(-songs // config.data.eval_batch_size)))
     return ds.prefetch(AUTOTUNE)
 
 
-def make_datasets(folder: str | os.PathLike, config: RunConfig) -> Datasets:
-    """Train and validation pipelines of a prepared dataset, checked against the config.
+def make_datasets(folders: str | os.PathLike | Sequence[str | os.PathLike], config: RunConfig,
+                  weights: Sequence[float] | None = None,
+                  validate_on: Sequence[str | os.PathLike] | None = None) -> Datasets:
+    """Train and validation pipelines of one or more prepared datasets, checked against the config.
+
+    Args:
+        folders: A prepared dataset folder, or several: training mixes them (see `train_dataset`).
+        config: The run configuration.
+        weights: Share of training excerpts drawn from each dataset; default: in proportion to
+            their training songs, as if they had been prepared together as one dataset.
+        validate_on: The datasets whose valid splits validate the model (default: all of `folders`).
 
     Raises:
-        ValueError: the dataset's features or labels do not fit the config, or the split is empty.
+        ValueError: the datasets' features or labels do not fit the config, a split is empty, or
+            the weights do not fit.
     """
     from chordkeras import preparation
 
-    info = records.read_dataset_info(folder)
-    preparation.check_dataset(info, config.features, config.data.vocabulary, str(folder))
+    folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
+    if not folders:
+        raise ValueError("no dataset given")
+    infos = [records.read_dataset_info(folder) for folder in folders]
+    for folder, info in zip(folders, infos):
+        preparation.check_dataset(info, config.features, config.data.vocabulary, str(folder))
     data = config.data
     if data.shift_min > data.shift_max:
         raise ValueError(f"data.shift_min={data.shift_min} is above data.shift_max={data.shift_max}")
@@ -226,11 +261,40 @@ def make_datasets(folder: str | os.PathLike, config: RunConfig) -> Datasets:
         raise ValueError("data.batch_size, data.eval_batch_size and data.excerpts_per_song must be >= 1")
     if data.excerpt_frames(config.features) < 1:
         raise ValueError(f"data.excerpt_seconds={data.excerpt_seconds} is shorter than one frame")
-    for split in ("train", "valid"):
-        if info["splits"][split]["songs"] < 1:
-            raise ValueError(f"{folder}: the {split} split has no songs")
-    train, steps = train_dataset(folder, config, info)
-    return Datasets(train=train, valid=eval_dataset(folder, "valid", config), steps_per_epoch=steps, info=info)
+    validate_on = folders if validate_on is None else list(validate_on)
+    unknown = [str(v) for v in validate_on if str(v) not in {str(f) for f in folders}]
+    if unknown or not validate_on:
+        raise ValueError(f"validation datasets {unknown or '(none)'} are not among the training datasets")
+    for folder, info in zip(folders, infos):
+        if info["splits"]["train"]["songs"] < 1:
+            raise ValueError(f"{folder}: the train split has no songs")
+        if str(folder) in {str(v) for v in validate_on} and info["splits"]["valid"]["songs"] < 1:
+            raise ValueError(f"{folder}: the valid split has no songs")
+    if weights is None:
+        weights = [info["splits"]["train"]["songs"] for info in infos]
+    weights = [float(w) for w in weights]
+    if len(weights) != len(folders) or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"mixing weights {weights} do not fit {len(folders)} dataset(s): one non-negative weight "
+                         "each, not all 0")
+    train, steps = train_dataset(folders, config, infos, weights)
+    info = merged_info(folders, infos, weights)
+    return Datasets(train=train, valid=eval_dataset(validate_on, "valid", config), steps_per_epoch=steps, info=info)
+
+
+def merged_info(folders: Sequence[str | os.PathLike], infos: Sequence[dict[str, Any]],
+                weights: Sequence[float]) -> dict[str, Any]:
+    """One dataset's info as is; for several, their splits and label histograms added up, each listed with its weight."""
+    if len(infos) == 1:
+        return infos[0]
+    histogram: dict[str, int] = collections.Counter()
+    for info in infos:
+        histogram.update(info["label_histogram"])
+    splits = {split: {key: sum(info["splits"][split][key] for info in infos) for key in infos[0]["splits"][split]}
+              for split in infos[0]["splits"]}
+    return {**infos[0], "splits": splits, "total_hours": sum(info["total_hours"] for info in infos),
+            "label_histogram": dict(histogram.most_common()),
+            "mixture": [{"dataset": str(f), "weight": w, "splits": info["splits"]}
+                        for f, info, w in zip(folders, infos, weights)]}
 
 
 def class_weights(info: dict[str, Any], vocabulary_name: str, power: float = 0.5) -> np.ndarray:

@@ -7,6 +7,8 @@ Examples:
     python -m chordkeras.fit
     python -m chordkeras.fit --data tfrecords/mysongs --preset transformer --set train.patience=10
     python -m chordkeras.fit --data tfrecords/mysongs --epochs 30 --fixed-epochs --mixed-precision off
+    python -m chordkeras.fit --data builtin --data tfrecords/mysongs --mix 1,1 --validate-on tfrecords/mysongs
+    python -m chordkeras.fit --data tfrecords/mysongs --init-from runs/synth-default-default/export
 """
 
 from __future__ import annotations
@@ -19,12 +21,25 @@ from chordkeras import cli
 from chordkeras import config as config_lib
 
 DEFAULT_DATASET = "synth-default"
+# The --data value that names the built-in synthetic dataset (generated and cached under --root).
+BUILT_IN = "builtin"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chordkeras.fit", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="prepared dataset folder tfrecords/<name> (default: the built-in synthetic data)")
+    parser.add_argument("--data", action="append", default=[], metavar="DIR",
+                        help="prepared dataset folder tfrecords/<name> (default: the built-in synthetic data); "
+                             f"repeatable: training mixes the datasets; '{BUILT_IN}' names the built-in one")
+    parser.add_argument("--mix", metavar="W1,W2,...",
+                        help="share of training excerpts from each --data, in order (default: in proportion to "
+                             "their training songs, as if prepared together)")
+    parser.add_argument("--validate-on", action="append", default=[], metavar="DIR",
+                        help="a --data whose valid split picks the best epoch and whose test split is scored "
+                             "(repeatable; default: every --data)")
+    parser.add_argument("--init-from", metavar="MODEL",
+                        help="start from a trained model's weights (export folder, run folder or .keras file; "
+                             "same architecture and vocabulary): fine-tuning")
     parser.add_argument("--root", default="tfrecords", help="where the built-in dataset is cached (default: tfrecords)")
     parser.add_argument("--synth-songs", type=int, default=None,
                         help="songs in the built-in dataset (default: chordkeras.defaults.DEFAULT_SONGS)")
@@ -67,6 +82,18 @@ def resolve_config(args: argparse.Namespace) -> config_lib.RunConfig:
     return config_lib.resolve(args.preset, overrides)
 
 
+def _weights(mix: str | None, count: int) -> list[float] | None:
+    if mix is None:
+        return None
+    try:
+        weights = [float(w) for w in mix.split(",")]
+    except ValueError:
+        raise ValueError(f"--mix {mix!r}: give one number per --data, e.g. 1,3") from None
+    if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"--mix {mix!r}: give {count} non-negative weight(s), one per --data, not all 0")
+    return weights
+
+
 def default_run_dir(dataset_dir: pathlib.Path, preset: str) -> pathlib.Path:
     """runs/<dataset>-<preset>, or the first of -2, -3, ... that holds no finished run.
 
@@ -102,16 +129,26 @@ def _main(args: argparse.Namespace, command: list[str]) -> int:
         for fmt in app_formats:  # a typo or a missing converter stops the run before training, not after
             formats.file_name(fmt, args.quantize)
             formats.require(fmt)
+    named = args.data or [BUILT_IN]
+    weights = _weights(args.mix, len(named))
     # Imported once the arguments are good: --help and argument errors need no TensorFlow.
     from chordkeras import defaults, train
 
-    if args.data:
-        dataset_dir = pathlib.Path(args.data)
-    else:
-        dataset_dir = defaults.default_dataset(pathlib.Path(args.root) / DEFAULT_DATASET, config.features,
-                                               num_songs=args.synth_songs)
-    run_dir = pathlib.Path(args.run_dir) if args.run_dir else default_run_dir(dataset_dir, args.preset)
-    result = train.train(config, dataset_dir, run_dir, strategy=args.strategy, data_service=args.data_service,
+    built_in = None
+    if BUILT_IN in named or BUILT_IN in args.validate_on:
+        built_in = defaults.default_dataset(pathlib.Path(args.root) / DEFAULT_DATASET, config.features,
+                                            num_songs=args.synth_songs)
+    folders = [built_in if name == BUILT_IN else pathlib.Path(name) for name in named]
+    validate_on = [built_in if name == BUILT_IN else pathlib.Path(name) for name in args.validate_on] or None
+    if validate_on is not None:
+        outside = [str(v) for v in validate_on if str(v) not in {str(f) for f in folders}]
+        if outside:
+            raise ValueError(f"--validate-on {', '.join(outside)}: not among the --data datasets")
+    run_name = "+".join(f.name for f in folders) + ("-finetuned" if args.init_from else "")
+    run_dir = pathlib.Path(args.run_dir) if args.run_dir else default_run_dir(pathlib.Path(run_name), args.preset)
+    dataset = folders[0] if len(folders) == 1 else folders
+    result = train.train(config, dataset, run_dir, weights=weights, validate_on=validate_on,
+                         init_from=args.init_from, strategy=args.strategy, data_service=args.data_service,
                          command=command, export=not args.no_export, verbose=args.verbose)
     print(f"chordkeras.fit: run folder {result.run_dir.resolve()}")
     if result.export_dir:

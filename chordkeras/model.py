@@ -26,7 +26,11 @@ silence still learns to say N.
 `ChordModel` computes the multi-task loss itself: label-smoothed cross-entropy for chord, root and
 bass (frames labelled -1 are ignored), sigmoid cross-entropy for the pitch classes, each summed over
 the real frames (mask 1) and divided by the number of real frames in the global batch, so padding
-changes nothing and replicas of a tf.distribute strategy add up to the single-device loss.
+changes nothing and replicas of a tf.distribute strategy add up to the single-device loss. Frames of
+digital silence are left out of the loss: their outputs are decided by construction, nothing can
+learn from them, and the saturated logits would make label smoothing cost about 2000 per frame
+(real recordings open and close on digital silence: 1.6% of the frames of a studio collection
+turned its loss from about 1.4 into 8-33 while the accuracies were normal).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ OUTPUT_NAMES = ("chord", "root", "bass", "pitches")
 POSITION_KERNEL = 15
 # Logit magnitude that `SilenceIsNoChord` writes: softmax and sigmoid saturate to exactly 0 and 1.
 _FORCED_LOGIT = 1e4
+# A frame whose every bin is at most this (log1p(log_scale * |X|) units) is digital silence (SilenceIsNoChord).
+SILENCE_THRESHOLD = 1e-6
 
 _serializable = keras.saving.register_keras_serializable(package="chordkeras")
 
@@ -187,13 +193,13 @@ class SilenceIsNoChord(layers.Layer):
     to the network, which sees it at its working level (`LevelNormalization`).
     """
 
-    def __init__(self, threshold: float = 1e-6, **kwargs):
+    def __init__(self, threshold: float = SILENCE_THRESHOLD, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.threshold = float(threshold)
 
     def call(self, outputs, spectrogram):
-        silent = tf.reduce_max(tf.cast(spectrogram, tf.float32), axis=-1, keepdims=True) <= self.threshold
+        silent = silent_frames(spectrogram, self.threshold)[..., None]
         forced = {}
         for name, logits in outputs.items():
             logits = tf.cast(logits, tf.float32)
@@ -212,6 +218,11 @@ class SilenceIsNoChord(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold}
+
+
+def silent_frames(spectrogram, threshold: float = SILENCE_THRESHOLD) -> tf.Tensor:
+    """Bool [B, T]: the frames of digital silence, whose outputs `SilenceIsNoChord` decides."""
+    return tf.reduce_max(tf.cast(spectrogram, tf.float32), axis=-1) <= threshold
 
 
 # The layers that compute in float32 under every precision policy: they read the spectrogram's whole
@@ -739,6 +750,14 @@ class ChordModel(keras.Model):
             mask = tf.ones(tf.shape(y["chord"]), tf.float32)
         return x, y, tf.cast(mask, tf.float32)
 
+    def loss_mask(self, spectrogram: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        """The real frames [B, T] whose outputs the network decides: digital silence left out (see the module doc)."""
+        try:
+            threshold = self.get_layer("silence").threshold
+        except ValueError:  # a model built without the layer decides every frame itself
+            return mask
+        return mask * tf.cast(tf.logical_not(silent_frames(spectrogram, threshold)), tf.float32)
+
     def train_step(self, data):
         # XLA cannot compile tf.timestamp; under jit_compile the stall is not measured.
         timed = not self.jit_compile
@@ -751,7 +770,7 @@ class ChordModel(keras.Model):
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             outputs = self(x, training=True)
-            loss_sum, frames = self.frame_losses(y, outputs, mask)
+            loss_sum, frames = self.frame_losses(y, outputs, self.loss_mask(x, mask))
             # Gradients of the replicas are summed: each replica divides its sum by the global
             # frame count, and the (replicated) regularisers by the number of replicas.
             global_frames = replica.all_reduce("sum", frames) if replica is not None else frames
@@ -772,7 +791,7 @@ class ChordModel(keras.Model):
     def test_step(self, data):
         x, y, mask = self._unpack(data)
         outputs = self(x, training=False)
-        loss_sum, frames = self.frame_losses(y, outputs, mask)
+        loss_sum, frames = self.frame_losses(y, outputs, self.loss_mask(x, mask))
         return self.update_frame_metrics(y, outputs, mask, loss_sum, frames)
 
     def update_frame_metrics(self, y, outputs, mask, loss_sum, frames) -> dict[str, tf.Tensor]:

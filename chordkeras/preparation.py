@@ -35,8 +35,8 @@ from chordkeras.audio import AUDIO_EXTENSIONS
 from chordkeras.config import FeatureConfig
 from chordkeras.inputs import SongInput
 ANNOTATION_EXTENSIONS = (".lab", ".jams")
-# An annotation may run past the end of the audio by this much (rounding in label files).
-END_TOLERANCE_SECONDS = 0.5
+# What a split keeps together (PrepareConfig.split_by).
+SPLIT_UNITS = ("song", "folder")
 # The command recorded in the built-in dataset's dataset.json (chordkeras.defaults).
 BUILT_IN_COMMAND = "chordkeras.fit (built-in dataset)"
 
@@ -53,10 +53,16 @@ class PrepareConfig:
         job_index, num_jobs: This job writes the shards whose ordinal % num_jobs == job_index.
         official_split: Every song must come with a split of its own (manifest column, a
             collection's official split); `split_fractions` is then unused.
+        split_by: 'song', or 'folder': the songs of one folder (an album) land in the same split,
+            and `split_fractions` share out the folders, so no album is heard on both sides.
+        end_tolerance: How far an annotation's chords may run past the end of the audio and be
+            cut there (see `annotations.fit_to_audio`); further, the song is skipped.
     """
 
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
+    split_by: str = "song"
+    end_tolerance: float = annotations.END_TOLERANCE_SECONDS
     songs_per_shard: int = 32
     workers: int = 0
     job_index: int = 0
@@ -70,6 +76,10 @@ class PrepareConfig:
             raise ValueError("songs_per_shard must be at least 1")
         if not 0 <= self.job_index < self.num_jobs:
             raise ValueError(f"job index {self.job_index} is not in 0..{self.num_jobs - 1}")
+        if self.split_by not in SPLIT_UNITS:
+            raise ValueError(f"split_by must be one of {SPLIT_UNITS}, got {self.split_by!r}")
+        if not (math.isfinite(self.end_tolerance) and self.end_tolerance >= 0):
+            raise ValueError(f"end_tolerance must be a non-negative number of seconds, got {self.end_tolerance}")
 
 
 def _is_utf8(name: str) -> bool:
@@ -139,22 +149,34 @@ def _inputs_from_manifest(manifest: pathlib.Path) -> list[SongInput]:
     return inputs
 
 
-def assign_splits(inputs: Sequence[SongInput], fractions: Sequence[float], seed: int) -> dict[str, list[SongInput]]:
-    """Splits by song, deterministically: songs are ordered by a seeded hash of their id.
+def assign_splits(inputs: Sequence[SongInput], fractions: Sequence[float], seed: int,
+                  split_by: str = "song") -> dict[str, list[SongInput]]:
+    """Splits by song (or by folder), deterministically: units are ordered by a seeded hash of their id.
 
-    Songs with a split of their own (from a manifest) keep it. The others are cut in hash order
-    into counts proportional to `fractions`, so the split of a song depends only on the seed and
-    the set of songs, never on the order in which they were listed.
+    Songs with a split of their own (from a manifest) keep it. The others are grouped into units,
+    one per song (`split_by='song'`) or one per folder of the song id (`'folder'`: an album's songs
+    stay together; songs at the top level are units of their own), and the units are cut in hash
+    order into counts proportional to `fractions`. The split of a song depends only on the seed
+    and the set of songs, never on the order in which they were listed.
     """
+    if split_by not in SPLIT_UNITS:
+        raise ValueError(f"split_by must be one of {SPLIT_UNITS}, got {split_by!r}")
     splits: dict[str, list[SongInput]] = {s: [] for s in records.SPLITS}
-    free = []
+    units: dict[str, list[SongInput]] = collections.defaultdict(list)
     for song in inputs:
-        (splits[song.split] if song.split else free).append(song)
+        if song.split:
+            splits[song.split].append(song)
+        elif split_by == "folder" and "/" in song.song_id:
+            units["folder:" + song.song_id.rsplit("/", 1)[0]].append(song)
+        else:
+            units["song:" + song.song_id].append(song)
 
-    def key(song: SongInput) -> str:
-        return hashlib.sha256(f"{seed}:{song.song_id}".encode("utf-8", "surrogateescape")).hexdigest()
+    def key(unit: str) -> str:
+        # Song units hash their song id alone, so a split by song is the same as it always was.
+        name = unit.split(":", 1)[1] if unit.startswith("song:") else unit
+        return hashlib.sha256(f"{seed}:{name}".encode("utf-8", "surrogateescape")).hexdigest()
 
-    free.sort(key=key)
+    free = sorted(units, key=key)
     total = sum(fractions)
     n = len(free)
     counts = [int(math.floor(n * f / total)) for f in fractions]
@@ -163,7 +185,8 @@ def assign_splits(inputs: Sequence[SongInput], fractions: Sequence[float], seed:
         counts[i] += 1
     start = 0
     for split, count in zip(records.SPLITS, counts):
-        splits[split].extend(free[start:start + count])
+        for unit in free[start:start + count]:
+            splits[split].extend(units[unit])
         start += count
     for split in splits:
         splits[split].sort(key=lambda s: s.song_id)
@@ -222,8 +245,12 @@ def _check_checksums(song: SongInput) -> None:
                             "(corrupt, or another edition or rip)", "checksum")
 
 
-def prepare_song(song: SongInput, features: FeatureConfig) -> tuple[bytes, dict[str, Any]]:
+def prepare_song(song: SongInput, features: FeatureConfig,
+                 end_tolerance: float = annotations.END_TOLERANCE_SECONDS) -> tuple[bytes, dict[str, Any]]:
     """Audio + annotation of one song -> serialised record and its statistics.
+
+    The annotation is fitted to the audio (`annotations.fit_to_audio`): times before 0 clipped,
+    what runs past the end cut; the statistics list those changes under 'trimmed'.
 
     Raises:
         SongError: naming the file and the problem (the caller skips and lists the song).
@@ -246,21 +273,14 @@ def prepare_song(song: SongInput, features: FeatureConfig) -> tuple[bytes, dict[
     if len(samples) == 0:
         raise SongError(f"{song.audio}: audio is empty")
     try:
-        segments = annotations.load_annotation(song.annotation, duration=duration)
+        segments, trimmed = annotations.fit_to_audio(song.annotation, duration, end_tolerance)
     except annotations.AnnotationError as e:
         raise SongError(str(e)) from None
-    if not segments:
-        raise SongError(f"{song.annotation}: annotation has no chord segments")
-    end = max(s.end for s in segments)
-    if end > duration + END_TOLERANCE_SECONDS:
-        raise SongError(
-            f"{song.annotation}: annotation ends at {end:.2f} s, after the audio ({song.audio}) ends at {duration:.2f} s"
-        )
     spectrogram = _spectrogram_fn(features)(samples).numpy()
     frame_times = np.arange(spectrogram.shape[0]) / features.frame_rate
     targets = annotations.frame_targets(segments, frame_times)
     example = records.song_example(song.song_id, spectrogram, targets, duration, features.frame_rate)
-    return example, song_stats(song.song_id, targets["chord"], duration)
+    return example, {**song_stats(song.song_id, targets["chord"], duration), "trimmed": trimmed}
 
 
 def song_stats(song_id: str, chord: np.ndarray, duration: float) -> dict[str, Any]:
@@ -286,10 +306,10 @@ def _spectrogram_fn(features: FeatureConfig):
     )
 
 
-def _prepare_song_or_error(args: tuple[SongInput, FeatureConfig]) -> tuple[SongInput, bytes | None, Any]:
-    song, features = args
+def _prepare_song_or_error(args: tuple[SongInput, FeatureConfig, float]) -> tuple[SongInput, bytes | None, Any]:
+    song, features, end_tolerance = args
     try:
-        example, stats = prepare_song(song, features)
+        example, stats = prepare_song(song, features, end_tolerance)
     except SongError as e:
         return song, None, (e.kind, str(e))
     except (ValueError, OSError, RuntimeError, tf.errors.OpError) as e:
@@ -305,8 +325,9 @@ def _worker_init() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def _map_songs(songs: list[SongInput], features: FeatureConfig, workers: int) -> Iterator[tuple]:
-    jobs = [(song, features) for song in songs]
+def _map_songs(songs: list[SongInput], features: FeatureConfig, workers: int,
+               end_tolerance: float = annotations.END_TOLERANCE_SECONDS) -> Iterator[tuple]:
+    jobs = [(song, features, end_tolerance) for song in songs]
     if workers <= 1:
         yield from map(_prepare_song_or_error, jobs)
         return
@@ -318,7 +339,7 @@ def _map_songs(songs: list[SongInput], features: FeatureConfig, workers: int) ->
 def write_shard(folder: pathlib.Path, plan: ShardPlan, results: Iterable[tuple], meta: dict) -> dict:
     """Writes one shard and its summary from (song, example, stats), or (song, None, (kind, reason)) skipped."""
     summary = {"shard": plan.name, "split": plan.split, "songs": [], "song_sources": {}, "seconds": 0.0,
-               "frames": 0, "histogram": {}, "skipped": [], **meta}
+               "frames": 0, "histogram": {}, "skipped": [], "trimmed": [], **meta}
     histogram = collections.Counter()
     # The shard is written under a fixed temporary name (a killed run's leftover is overwritten)
     # and renamed last, after its summary: a shard file under its final name is always complete.
@@ -331,6 +352,9 @@ def write_shard(folder: pathlib.Path, plan: ShardPlan, results: Iterable[tuple],
                                                "source": song.source})
                     continue
                 writer.write(example)
+                if info.get("trimmed"):
+                    summary["trimmed"].append({"input": _printable(song.audio), "annotation": _printable(
+                        song.annotation or ""), "changes": info["trimmed"], "source": song.source})
                 summary["songs"].append(song.song_id)
                 summary["song_sources"][song.song_id] = song.source
                 summary["seconds"] += info["seconds"]
@@ -500,7 +524,8 @@ def prepare_dataset(
     if not sources:
         raise ValueError("no source given")
     inputs, described = gather_inputs(sources, out, config.official_split)
-    plans = plan_shards(assign_splits(inputs, config.split_fractions, config.seed), config.songs_per_shard)
+    plans = plan_shards(assign_splits(inputs, config.split_fractions, config.seed, config.split_by),
+                        config.songs_per_shard)
     meta = {"features": dataclasses.asdict(features), "prepare": dataclasses.asdict(config),
             "source": " + ".join(d["label"] for d in described), "sources": described,
             "command": list(command) if command is not None else None,
@@ -516,7 +541,7 @@ def prepare_dataset(
     songs = [song for plan in todo for song in plan.songs]
     bar = tqdm(total=len(songs), unit="song", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     started, seconds = time.monotonic(), 0.0
-    results = _map_songs(songs, features, workers)
+    results = _map_songs(songs, features, workers, config.end_tolerance)
 
     def counted(n: int) -> Iterator[tuple]:
         nonlocal seconds
@@ -653,6 +678,7 @@ def merge_dataset(out_dir: str | os.PathLike) -> dict[str, Any]:
         "total_hours": round(sum(s["seconds"] for s in summaries) / 3600, 4),
         "label_histogram": dict(histogram.most_common()),
         "skipped": [item for s in summaries for item in s["skipped"]],
+        "trimmed": [item for s in summaries for item in s.get("trimmed", [])],
         "song_sources": song_sources,
         "sources": _source_counts(summaries, song_sources),
         "prepare": summaries[0]["prepare"],
@@ -683,8 +709,10 @@ def _source_counts(summaries: list[dict], song_sources: dict[str, str]) -> list[
     for s in summaries:
         for item in s["skipped"]:
             skipped[item.get("source")][item.get("kind", "bad input")] += 1
+    trimmed = collections.Counter(item.get("source") for s in summaries for item in s.get("trimmed", []))
     return [{**d, "found": prepared[d["label"]] + sum(skipped[d["label"]].values()),
-             "prepared": prepared[d["label"]], "skipped": dict(sorted(skipped[d["label"]].items()))}
+             "prepared": prepared[d["label"]], "trimmed": trimmed[d["label"]],
+             "skipped": dict(sorted(skipped[d["label"]].items()))}
             for d in described]
 
 

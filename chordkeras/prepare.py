@@ -17,7 +17,7 @@ import argparse
 import pathlib
 import sys
 
-from chordkeras import cli, mirdata_source, preparation
+from chordkeras import annotations, cli, mirdata_source, preparation
 from chordkeras import config as config_lib
 
 
@@ -41,7 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="exact output folder (instead of --root/--name)")
     parser.add_argument("--split", default="0.8,0.1,0.1",
                         help="train,valid,test shares (default: 0.8,0.1,0.1), or 'official': the sources' own split")
+    parser.add_argument("--split-by", choices=preparation.SPLIT_UNITS, default="song",
+                        help="what a split keeps together: each song on its own (default), or the songs of one "
+                             "folder (an album), so that no album is on both sides of a split")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split assignment (default: 0)")
+    parser.add_argument("--end-tolerance", type=float, default=annotations.END_TOLERANCE_SECONDS, metavar="SECONDS",
+                        help="how far an annotation's chords may run past the end of the audio and be cut there "
+                             f"(default: {annotations.END_TOLERANCE_SECONDS:g}); N past the end is always cut, "
+                             "times before 0 are clipped; songs further off are skipped")
     parser.add_argument("--songs-per-shard", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU core)")
     parser.add_argument("--shard", type=int, default=0, help="this job's index when preparing in several jobs")
@@ -100,6 +107,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[
     config = preparation.PrepareConfig(
         split_fractions=fractions, seed=args.seed, songs_per_shard=args.songs_per_shard,
         workers=args.workers, job_index=args.shard, num_jobs=args.num_shards, official_split=official,
+        split_by=args.split_by, end_tolerance=args.end_tolerance,
     )
     # Errors (MirdataError included) are ValueErrors: cli.run reports them in one line.
     info = preparation.prepare_dataset(
@@ -147,8 +155,13 @@ def _report(out: pathlib.Path, info: dict) -> None:
     for source in info.get("sources", []):
         kinds = ", ".join(f"{kind} {n}" for kind, n in source["skipped"].items())
         skipped = sum(source["skipped"].values())
-        print(f"  {source['label']}: {source['found']} found, {source['prepared']} prepared, {skipped} skipped"
+        trimmed = f" ({source['trimmed']} of them trimmed)" if source.get("trimmed") else ""
+        print(f"  {source['label']}: {source['found']} found, {source['prepared']} prepared{trimmed}, {skipped} skipped"
               + (f" ({kinds})" if kinds else ""))
+    if info.get("trimmed"):
+        print(f"trimmed {len(info['trimmed'])} annotation(s) to fit their audio:")
+        for item in info["trimmed"]:
+            print(f"  {item['annotation']}: {'; '.join(item['changes'])}")
     if info["skipped"]:
         print(f"skipped {len(info['skipped'])} input(s):")
         for item in info["skipped"]:

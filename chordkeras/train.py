@@ -227,12 +227,16 @@ def resume_history(run_dir: pathlib.Path, epochs_done: int) -> list[dict[str, st
     return kept
 
 
-def prepare_run_dir(run_dir: pathlib.Path, config: RunConfig, dataset_dir: str, command: Sequence[str] | None,
+def prepare_run_dir(run_dir: pathlib.Path, config: RunConfig, dataset_dir: Any, command: Sequence[str] | None,
                     write: bool) -> bool:
-    """Creates the run folder, or checks that an existing one holds the same run; True when resuming."""
+    """Creates the run folder, or checks that an existing one holds the same run; True when resuming.
+
+    `dataset_dir` is the run's data as `data_identity` gives it (or a dataset folder).
+    """
     config_path = run_dir / "config.json"
+    dataset = str(pathlib.Path(dataset_dir).resolve()) if isinstance(dataset_dir, (str, os.PathLike)) else dataset_dir
     # Through JSON, so tuples compare equal to the lists read back from config.json.
-    resolved = json.loads(json.dumps({"config": config.to_dict(), "dataset": str(pathlib.Path(dataset_dir).resolve())}))
+    resolved = json.loads(json.dumps({"config": config.to_dict(), "dataset": dataset}))
     if config_path.exists():
         existing = files.read_json(config_path)
         if existing != resolved:
@@ -321,11 +325,60 @@ def check_device_options(config: RunConfig, device: devices.Device) -> None:
         raise ValueError("mixed_bfloat16 is not supported by tensorflow-metal; use mixed_float16 or off")
 
 
+def data_identity(folders: Sequence[str | os.PathLike], weights: Sequence[float] | None,
+                  validate_on: Sequence[str | os.PathLike] | None, init_from: str | os.PathLike | None) -> Any:
+    """What a run folder records of its data: the dataset folder alone for one dataset trained from scratch."""
+    resolved = [str(pathlib.Path(f).resolve()) for f in folders]
+    if len(folders) == 1 and init_from is None:
+        return resolved[0]
+    return {"datasets": resolved, "weights": None if weights is None else [float(w) for w in weights],
+            "validate_on": None if validate_on is None else [str(pathlib.Path(f).resolve()) for f in validate_on],
+            "init_from": None if init_from is None else str(pathlib.Path(init_from).resolve())}
+
+
+def warm_start(model: keras.Model, source: str | os.PathLike) -> pathlib.Path:
+    """Copies every weight of a trained model into `model` (same architecture and vocabulary).
+
+    Args:
+        model: The freshly built model.
+        source: An export folder (its model.keras), a `.keras` file, or a run folder (its export/).
+
+    Returns:
+        The `.keras` file the weights came from.
+
+    Raises:
+        ValueError: no model there, or its weights do not have the shapes of `model`'s (the
+            message names the first that differs).
+    """
+    path = pathlib.Path(source)
+    for candidate in (path, path / export_lib.KERAS_FILE, path / "export" / export_lib.KERAS_FILE):
+        if candidate.suffix == ".keras" and candidate.is_file():
+            path = candidate
+            break
+    else:
+        raise ValueError(f"{source}: no trained model to start from (an export folder, a run folder or a .keras file)")
+    trained = keras.saving.load_model(str(path), compile=False)
+    theirs, ours = trained.weights, model.weights
+    if len(theirs) != len(ours):
+        raise ValueError(f"{path}: {len(theirs)} weights, the model to train has {len(ours)}: another architecture "
+                         "(give the same --preset and model settings as the model was trained with)")
+    for mine, other in zip(ours, theirs):
+        if tuple(mine.shape) != tuple(other.shape):
+            raise ValueError(f"{path}: weight {other.path} has shape {tuple(other.shape)}, the model to train needs "
+                             f"{tuple(mine.shape)} at {mine.path} (another architecture or vocabulary)")
+    for mine, other in zip(ours, theirs):
+        mine.assign(tf.cast(other.value, mine.dtype))
+    return path
+
+
 def train(
     config: RunConfig,
-    dataset_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike | Sequence[str | os.PathLike],
     run_dir: str | os.PathLike,
     *,
+    weights: Sequence[float] | None = None,
+    validate_on: Sequence[str | os.PathLike] | None = None,
+    init_from: str | os.PathLike | None = None,
     strategy: str = "auto",
     data_service: str | None = None,
     command: Sequence[str] | None = None,
@@ -333,12 +386,18 @@ def train(
     verbose: int = 2,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> FitResult:
-    """Trains a chord model on a prepared dataset, evaluates it on the test split and exports it.
+    """Trains a chord model on prepared datasets, evaluates it on the test split and exports it.
 
     Args:
         config: The resolved run configuration.
-        dataset_dir: A prepared dataset folder (`tfrecords/<name>`).
+        dataset_dir: A prepared dataset folder (`tfrecords/<name>`), or several: training mixes
+            their excerpts (see `chordkeras.dataset.make_datasets`).
         run_dir: The run folder; an existing one with the same config resumes.
+        weights: Share of training excerpts from each dataset (default: by training songs).
+        validate_on: The datasets whose valid splits choose the epoch to keep and whose test
+            splits are scored (default: all).
+        init_from: A trained model (export folder, run folder or .keras file) whose weights the
+            training starts from (fine-tuning); the optimizer starts afresh.
         strategy: tf.distribute strategy name (see `chordkeras.devices.STRATEGIES`).
         data_service: `grpc://host:port` of a tf.data service dispatcher feeding training.
         command: The command line, recorded in the run folder.
@@ -347,28 +406,32 @@ def train(
         callbacks: Extra Keras callbacks, run after the built-in ones.
 
     Returns:
-        FitResult with the history, test metrics and export folder.
+        FitResult with the history, test metrics and export folder. With several validation
+        datasets, the test metrics are those of the first, and `datasets` holds each one's.
 
     Raises:
         ValueError: the config, run folder or dataset does not fit, or a shard is damaged (the
             message names it and says how to rewrite it).
     """
+    folders = [dataset_dir] if isinstance(dataset_dir, (str, os.PathLike)) else list(dataset_dir)
     try:
-        return _train(config, dataset_dir, run_dir, strategy=strategy, data_service=data_service, command=command,
-                      export=export, verbose=verbose, callbacks=callbacks)
+        return _train(config, folders, run_dir, weights=weights, validate_on=validate_on, init_from=init_from,
+                      strategy=strategy, data_service=data_service, command=command, export=export, verbose=verbose,
+                      callbacks=callbacks)
     except tf.errors.DataLossError as e:
         # TF names only the byte offset ("corrupted record at 94595"): find the shard by reading them all.
         from chordkeras import preparation
 
-        damaged = preparation.damaged_shards(dataset_dir)
-        if not damaged:
-            raise
-        raise ValueError(f"{'; '.join(str(d) for d in damaged)}; to repair, "
-                         f"{preparation.repair_hint(dataset_dir)}") from e
+        for folder in folders:
+            damaged = preparation.damaged_shards(folder)
+            if damaged:
+                raise ValueError(f"{'; '.join(str(d) for d in damaged)}; to repair, "
+                                 f"{preparation.repair_hint(folder)}") from e
+        raise
 
 
-def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, command, export, verbose,
-           callbacks) -> FitResult:
+def _train(config: RunConfig, folders, run_dir, *, weights, validate_on, init_from, strategy, data_service, command,
+           export, verbose, callbacks) -> FitResult:
     run_dir = pathlib.Path(run_dir)
     keras.utils.set_random_seed(config.train.seed)
     devices.enable_memory_growth()
@@ -380,24 +443,34 @@ def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, c
     print(f"chordkeras.fit: training on {device.describe()}; strategy {type(dist).__name__} with "
           f"{dist.num_replicas_in_sync} replica(s); precision {policy}; XLA {'on' if config.train.jit_compile else 'off'}",
           flush=True)
-    resuming = prepare_run_dir(run_dir, config, str(dataset_dir), command, write=chief)
+    resuming = prepare_run_dir(run_dir, config, data_identity(folders, weights, validate_on, init_from), command,
+                               write=chief)
     print(f"chordkeras.fit: run folder {run_dir.resolve()}" + (" (resuming)" if resuming else ""), flush=True)
+    test_folders = list(validate_on) if validate_on is not None else folders
 
     if data_service:
         # The service's workers run the training pipeline: they open the shards by absolute path
         # (their working directory is not ours) and do not cache (see dataservice.distribute).
-        data = dataset_lib.make_datasets(pathlib.Path(dataset_dir).resolve(), dataclasses.replace(
-            config, data=dataclasses.replace(config.data, cache=False)))
+        resolved = [pathlib.Path(f).resolve() for f in folders]
+        data = dataset_lib.make_datasets(
+            resolved, dataclasses.replace(config, data=dataclasses.replace(config.data, cache=False)), weights,
+            None if validate_on is None else [resolved[[str(f) for f in folders].index(str(v))] for v in validate_on])
         train_ds = dataservice.distribute(data.train, data_service,
                                           dataservice.job_name(run_dir.name, config.to_json()))
         print(f"chordkeras.fit: training batches come from the tf.data service at {data_service} "
               f"({dataservice.PROCESSING_MODE}, data.cache off)", flush=True)
     else:
-        data = dataset_lib.make_datasets(dataset_dir, config)
+        data = dataset_lib.make_datasets(folders, config, weights, validate_on)
         train_ds = _shard_by_data(data.train)
     valid_ds = _shard_by_data(data.valid)
+    if len(folders) > 1:
+        shares = ", ".join(f"{m['dataset']} {100 * m['weight'] / sum(x['weight'] for x in data.info['mixture']):.0f}%"
+                           for m in data.info["mixture"])
+        print(f"chordkeras.fit: training excerpts from {shares}; validating on "
+              f"{', '.join(str(f) for f in test_folders)}", flush=True)
 
-    weights = dataset_lib.class_weights(data.info, config.data.vocabulary) if config.train.class_weighting else None
+    class_weights = (dataset_lib.class_weights(data.info, config.data.vocabulary)
+                     if config.train.class_weighting else None)
     compile_config = config
     if dist.num_replicas_in_sync > 1 and config.train.steps_per_execution > 1:
         # Keras 3.15's multi-step loop fails under a multi-replica strategy ("You must feed a value
@@ -406,10 +479,13 @@ def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, c
               f"{config.train.steps_per_execution} -> 1", flush=True)
         compile_config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps_per_execution=1))
     with dist.scope():
-        model = model_lib.build_model(config, class_weights=weights, precision=policy)
+        model = model_lib.build_model(config, class_weights=class_weights, precision=policy)
         model_lib.compile_model(model, compile_config, data.steps_per_epoch)
         # The optimizer's slots are created here, under the strategy, so Keras has nothing left to build.
         model.optimizer.build(model.trainable_variables)
+        if init_from is not None:
+            source = warm_start(model, init_from)
+            print(f"chordkeras.fit: starting from the weights of {source}", flush=True)
     _skip_symbolic_build(model)
     if verbose:
         print(f"chordkeras.fit: {model.count_params():,} parameters; {data.steps_per_epoch} steps of "
@@ -451,15 +527,27 @@ def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, c
         model.load_weights(str(best))
 
     # model.evaluate is collective under multi-worker strategies: every worker runs it.
-    test_metrics = frame_metrics(model, dataset_dir, "test", config)
+    per_dataset = [frame_metrics(model, folder, "test", config) for folder in test_folders]
     export_dir = None
     if chief:
-        export_dir = export_and_score(model, config, dataset_dir, run_dir / "export", test_metrics,
-                                      data_info=data.info, saved_model=export)
+        card_data = " + ".join(str(f) for f in folders)
+        export_dir = export_and_score(model, config, test_folders[0], run_dir / "export", per_dataset[0],
+                                      data_info=data.info, saved_model=export, data_label=card_data)
+        for folder, metrics in zip(test_folders[1:], per_dataset[1:]):
+            if metrics:
+                scores = inference.evaluate_model_on_records(export_dir, folder, split="test", progress=False)
+                metrics.update({k: float(v) for k, v in scores["overall"].items() if isinstance(v, (int, float))})
+    test_metrics = per_dataset[0]
+    if len(test_folders) > 1:
+        test_metrics["datasets"] = {str(f): m for f, m in zip(test_folders, per_dataset)}
+    if chief:
+        if len(test_folders) > 1:
+            export_lib.update_model_card(export_dir, metrics=test_metrics)
         files.write_json_atomic(run_dir / "test_metrics.json", test_metrics)
         _plot_curves(run_dir)
-        print("chordkeras.fit: test split: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in test_metrics.items() if isinstance(v, float)), flush=True)
+        for folder, metrics in zip(test_folders, per_dataset):
+            print(f"chordkeras.fit: test split{f' of {folder}' if len(test_folders) > 1 else ''}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)), flush=True)
     # The run is complete only now: until here a killed run resumes from the backup.
     shutil.rmtree(backup.backup_dir, ignore_errors=True)
     return FitResult(run_dir=run_dir, history=history_dict, test_metrics=test_metrics, export_dir=export_dir)
@@ -467,13 +555,15 @@ def _train(config: RunConfig, dataset_dir, run_dir, *, strategy, data_service, c
 
 def export_and_score(model: keras.Model, config: RunConfig, dataset_dir: str | os.PathLike, out_dir: pathlib.Path,
                      test_metrics: dict[str, Any], *, data_info: dict[str, Any], saved_model: bool = True,
-                     card_metrics: dict[str, Any] | None = None) -> pathlib.Path:
-    """Exports the model, then scores the export on the test split with mir_eval.
+                     card_metrics: dict[str, Any] | None = None, data_label: str | None = None) -> pathlib.Path:
+    """Exports the model, then scores the export on the test split of `dataset_dir` with mir_eval.
 
     The scores are added to `test_metrics` (in place) and, with `card_metrics`, to the model card.
+    `data_label` names the training data in the card (default: `dataset_dir`).
     """
     export_dir = export_lib.export_model(model, config, out_dir, metrics={**(card_metrics or {}), **test_metrics},
-                                         data_info=data_info, dataset_dir=str(dataset_dir), saved_model=saved_model)
+                                         data_info=data_info, dataset_dir=data_label or str(dataset_dir),
+                                         saved_model=saved_model)
     if test_metrics:
         scores = inference.evaluate_model_on_records(export_dir, dataset_dir, split="test", progress=False)
         test_metrics.update({k: float(v) for k, v in scores["overall"].items() if isinstance(v, (int, float))})

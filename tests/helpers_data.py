@@ -15,8 +15,9 @@ def peak_bin(root, features):
     return root * features.bins_per_semitone + PEAK_BIN_OF_C
 
 
-def write_tiny_dataset(folder, features, songs_per_split=(6, 2, 2), frames=40, seed=0, songs_per_shard=None):
-    """A prepared dataset of random spectrograms with a learnable major chord per frame.
+def write_tiny_dataset(folder, features, songs_per_split=(6, 2, 2), frames=40, seed=0, songs_per_shard=None,
+                       quality="maj"):
+    """A prepared dataset of random spectrograms with a learnable chord per frame (major unless `quality`).
 
     Each frame's root (chord C:maj .. B:maj, bass = root) lifts one bin by 3.0 (`peak_bin`) above
     noise in [0, 0.1). Shards, shard summaries and dataset.json are written by
@@ -29,7 +30,7 @@ def write_tiny_dataset(folder, features, songs_per_split=(6, 2, 2), frames=40, s
         songs[split] = []
         for i in range(n):
             roots = rng.integers(0, 12, frames)
-            chord = (2 + roots).astype(np.uint8)  # C:maj .. B:maj in the large vocabulary
+            chord = np.array([LARGE.encode(f"{vocab.PITCH_NAMES[r]}:{quality}") for r in roots], np.uint8)
             spectrogram = rng.random((frames, features.n_bins)).astype(np.float32) * 0.1
             spectrogram[np.arange(frames), peak_bin(roots, features)] += 3.0
             masks = np.array([vocab.encode_targets(LARGE.class_names[c])[3] for c in chord], np.uint16)

@@ -264,3 +264,43 @@ def test_frame_targets_exact_values_and_one_encoding_per_label(monkeypatch):
 def test_frame_targets_empty():
     targets = annotations.frame_targets([Segment(0.0, 1.0, "C:maj")], np.zeros(0))
     assert all(v.shape == (0,) for v in targets.values())
+
+
+def test_fit_to_audio_cuts_n_past_the_end_whatever_its_length(tmp_path):
+    # As in published annotations of studio albums: a long final N (fade, silence) past a shorter rip.
+    path = _write(tmp_path / "fade.lab", "0.0 3.0 C:maj\n3.0 9.5 N\n9.5 30.0 N\n")
+    segments, notes = annotations.fit_to_audio(path, duration=10.0)
+    assert segments == [Segment(0.0, 3.0, "C:maj"), Segment(3.0, 9.5, "N"), Segment(9.5, 10.0, "N")]
+    assert notes == ["cut at the audio's end (10.00 s): it ran 20.00 s past it, all of it N"]
+
+
+def test_fit_to_audio_cuts_chords_up_to_the_tolerance_and_refuses_more(tmp_path):
+    path = _write(tmp_path / "song.lab", "0.0 5.0 C:maj\n5.0 12.5 G:7\n12.5 13.0 N\n")
+    segments, notes = annotations.fit_to_audio(path, duration=10.0, end_tolerance=3.0)
+    assert segments == [Segment(0.0, 5.0, "C:maj"), Segment(5.0, 10.0, "G:7")]
+    assert notes == ["cut at the audio's end (10.00 s): it ran 3.00 s past it, 2.50 s of them chords"]
+    with pytest.raises(AnnotationError) as info:
+        annotations.fit_to_audio(path, duration=10.0, end_tolerance=2.0)
+    assert str(info.value) == (f"{path}: chords annotated until 12.50 s, 2.50 s after the audio ends (10.00 s; "
+                               "tolerance 2 s): another edit of the recording?")
+    with pytest.raises(ValueError, match="end_tolerance must be a non-negative"):
+        annotations.fit_to_audio(path, duration=10.0, end_tolerance=-1.0)
+
+
+def test_fit_to_audio_clips_times_before_zero(tmp_path):
+    # The shape of the three such files of a published collection: an empty N first, then the first chord.
+    path = _write(tmp_path / "early.lab", "0.0000 -0.1773 N\n-0.1773 0.5920 D\n0.5920 3.8224 A\n")
+    segments, notes = annotations.fit_to_audio(path, duration=4.0)
+    assert segments == [Segment(0.0, 0.592, "D"), Segment(0.592, 3.8224, "A")]
+    assert notes == ["times before 0 (from -0.177 s) clipped to 0"]
+    assert annotations.load_annotation(path, clip_before_zero=True) == segments
+    with pytest.raises(AnnotationError, match=r"early.lab:1: end -0.1773 is negative"):
+        annotations.load_annotation(path)
+
+
+def test_fit_to_audio_leaves_a_fitting_annotation_alone(tmp_path):
+    path = _write(tmp_path / "song.lab", "0.0 2.0 C:maj\n2.0 4.004 A:min\n")
+    # 4 ms past the end is rounding: cut without a note.
+    assert annotations.fit_to_audio(path, duration=4.0) == ([Segment(0.0, 2.0, "C:maj"), Segment(2.0, 4.0, "A:min")],
+                                                           [])
+    assert annotations.fit_to_audio(path, duration=6.0) == (annotations.load_annotation(path), [])

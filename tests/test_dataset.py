@@ -149,3 +149,38 @@ def test_bad_combinations_raise_value_error(tmp_path):
     other = dataclasses.replace(RunConfig(), features=dataclasses.replace(RunConfig().features, hop_length=1024))
     with pytest.raises(ValueError, match="feature config differs"):
         dataset.make_datasets(tmp_path / "d", other)
+
+
+def _mixture_shares(data, batches=250):
+    """Share of excerpts from the minor-chord dataset, read off each excerpt's first chord label."""
+    minor = 0
+    total = 0
+    for _, targets, _ in data.train.take(batches):
+        first = targets["chord"].numpy()[:, 0]
+        minor += int(np.sum((first >= LARGE.encode("C:min")) & (first <= LARGE.encode("B:min"))))
+        total += len(first)
+    return minor / total
+
+
+def test_mixed_datasets_give_excerpts_in_the_chosen_proportions(tmp_path):
+    # No augmentation, so each excerpt's labels tell which dataset it came from (major or minor chords).
+    config = _tiny_config(shift_min=0, shift_max=0, detune_bins=0.0, eq_db=0.0, excerpts_per_song=2)
+    major = write_tiny_dataset(tmp_path / "major", config.features, songs_per_split=(6, 2, 2))
+    minor = write_tiny_dataset(tmp_path / "minor", config.features, songs_per_split=(2, 2, 2), seed=1, quality="min")
+    # Weights 1:3; 2000 excerpts: the share's standard deviation is 0.0097.
+    data = dataset.make_datasets([major, minor], config, weights=[1, 3])
+    assert data.steps_per_epoch == (6 + 2) * 2 // 8
+    assert _mixture_shares(data) == pytest.approx(0.75, abs=0.03)
+    # By default in proportion to the training songs, 6:2, as if prepared together.
+    assert _mixture_shares(dataset.make_datasets([major, minor], config)) == pytest.approx(0.25, abs=0.03)
+    # Weight 0: never drawn; it can still validate.
+    only_major = dataset.make_datasets([major, minor], config, weights=[1, 0], validate_on=[minor])
+    assert _mixture_shares(only_major, batches=50) == 0.0
+    (_, targets, mask), = list(only_major.valid)   # the 2 minor validation songs, one batch of eval_batch_size 4
+    assert set(np.unique(targets["chord"].numpy()[mask.numpy() > 0])) <= set(range(14, 26))
+    assert data.info["splits"]["train"]["songs"] == 8
+    assert [(m["weight"], m["splits"]["train"]["songs"]) for m in data.info["mixture"]] == [(1.0, 6), (3.0, 2)]
+    with pytest.raises(ValueError, match="mixing weights"):
+        dataset.make_datasets([major, minor], config, weights=[1])
+    with pytest.raises(ValueError, match="are not among the training datasets"):
+        dataset.make_datasets([major], config, validate_on=[minor])

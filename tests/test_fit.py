@@ -112,6 +112,52 @@ def test_a_run_folder_with_another_config_is_refused(tiny_data, finished_run):
         train.train(_config(epochs=4), tiny_data, finished_run.run_dir, verbose=0)
 
 
+class _OutputsAtStart(keras.callbacks.Callback):
+    """Records the model's outputs on a fixed input when training begins, before the first step."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x, self.outputs = x, None
+
+    def on_train_begin(self, logs=None):
+        self.outputs = {k: v.numpy() for k, v in self.model(self.x, training=False).items()}
+
+
+def test_a_warm_start_gives_the_source_models_outputs_before_its_first_step(tiny_data, finished_run, tmp_path):
+    x = np.random.default_rng(5).random((2, 30, 144)).astype(np.float32)
+    source = keras.saving.load_model(str(finished_run.export_dir / export.KERAS_FILE), compile=False)
+    expected = {k: v.numpy() for k, v in source(x, training=False).items()}
+    probe = _OutputsAtStart(x)
+    # From the run folder (its export/ is found), on other data (a mixture with the same dataset twice).
+    result = train.train(_config(epochs=1, learning_rate=0.001), [tiny_data, tiny_data], tmp_path / "tuned",
+                         weights=[1, 1], init_from=finished_run.run_dir, verbose=0, callbacks=[probe], export=False)
+    for name in expected:
+        np.testing.assert_allclose(probe.outputs[name], expected[name], atol=1e-5)
+    assert len(result.history["loss"]) == 1
+    recorded = json.loads((tmp_path / "tuned" / "config.json").read_text())["dataset"]
+    assert recorded["init_from"] == str(finished_run.run_dir.resolve()) and recorded["weights"] == [1.0, 1.0]
+    # A model of another size is refused, naming the weight that differs.
+    other = dataclasses.replace(_config(), model=dataclasses.replace(_config().model, rnn_units=8))
+    with pytest.raises(ValueError, match=r"model.keras: weight .* has shape .* the model to train needs"):
+        train.train(other, tiny_data, tmp_path / "other", init_from=finished_run.export_dir, verbose=0)
+    with pytest.raises(ValueError, match="no trained model to start from"):
+        train.train(_config(), tiny_data, tmp_path / "none", init_from=tmp_path, verbose=0)
+
+
+def test_fit_cli_mixes_datasets_and_validates_on_one(tiny_data, tmp_path, capsys):
+    run_dir = tmp_path / "mixed"
+    code = fit.main(["--data", str(tiny_data), "--data", str(tiny_data), "--mix", "1,3", "--validate-on",
+                     str(tiny_data), "--preset", "tiny", "--set", "data.excerpt_seconds=2", "--epochs", "1",
+                     "--fixed-epochs", "--mixed-precision", "off", "--run-dir", str(run_dir), "--no-export",
+                     "--verbose", "0"])
+    assert code == 0
+    assert f"training excerpts from {tiny_data} 25%, {tiny_data} 75%" in capsys.readouterr().out
+    assert fit.main(["--data", str(tiny_data), "--mix", "1,2"]) == 2
+    assert "--mix '1,2': give 1 non-negative weight(s), one per --data" in capsys.readouterr().err
+    assert fit.main(["--data", str(tiny_data), "--validate-on", str(tmp_path)]) == 2
+    assert "not among the --data datasets" in capsys.readouterr().err
+
+
 def test_fit_cli_trains_with_preset_and_overrides(tiny_data, tmp_path, capsys):
     run_dir = tmp_path / "cli-run"
     code = fit.main(["--data", str(tiny_data), "--preset", "tiny", "--set", "data.excerpt_seconds=2",

@@ -456,3 +456,45 @@ def test_digital_silence_says_no_chord():
     np.testing.assert_array_equal(np.argmax(out["bass"][0].numpy()[silent], -1), vocab.NO_CHORD)
     assert np.all(out["pitches"][0].numpy()[silent] < -1000)
     assert np.all(np.abs(out["pitches"][0].numpy()[7]) < 1000)
+
+
+def test_loss_leaves_out_digital_silence_by_hand():
+    """Real recordings open on digital silence, whose outputs are forced; with label smoothing each such
+    frame would cost about 2000 (every other class at -2e4 log-probability): they carry no loss."""
+    config = resolve("tiny", ["train.label_smoothing=0.1"])
+    model = model_lib.build_model(config)
+    large = vocab.get_vocabulary("large")
+    rng = np.random.default_rng(3)
+    x = np.log1p(100 * rng.random((1, 8, config.features.n_bins)) * 0.05).astype(np.float32)
+    x[0, :2] = 0.0  # the song opens on two frames of digital silence (real frames: the song goes on)
+    # Skewed labels, as in real music: mostly C major; the annotation's first chord starts in the silence.
+    chords = ["N", "C:maj", "C:maj", "C:maj", "C:maj", "G:7", "C:maj", "C:maj"]
+    encoded = [vocab.encode_targets(c) for c in chords]
+    y = {"chord": np.array([[large.encode(c) for c in chords]], np.int32),
+         "root": np.array([[e[1] for e in encoded]], np.int32),
+         "bass": np.array([[e[2] for e in encoded]], np.int32),
+         "pitches": np.array([[[(e[3] >> k) & 1 for k in range(12)] for e in encoded]], np.float32)}
+    mask = np.ones((1, 8), np.float32)
+    out = {k: v.numpy()[0].astype(np.float64) for k, v in model(x, training=False).items()}
+
+    def smoothed_ce(logits, label, eps=0.1):
+        lp = logits - logits.max() - np.log(np.sum(np.exp(logits - logits.max())))
+        return -((1 - eps) * lp[label] + eps * lp.mean())
+
+    weights = dict(config.train.loss_weights)
+
+    def frame_loss(t):
+        z, p = out["pitches"][t], y["pitches"][0, t]
+        return (weights["chord"] * smoothed_ce(out["chord"][t], y["chord"][0, t])
+                + weights["root"] * smoothed_ce(out["root"][t], y["root"][0, t])
+                + weights["bass"] * smoothed_ce(out["bass"][t], y["bass"][0, t])
+                + weights["pitches"] * np.mean(np.maximum(z, 0) - z * p + np.log1p(np.exp(-np.abs(z)))))
+
+    expected = sum(frame_loss(t) for t in range(2, 8)) / 6 + sum(float(v) for v in model.losses)
+    assert evaluate(model, x, y, mask)["loss"] == pytest.approx(expected, rel=1e-5)
+    # What the two silent frames would have added: over 1900 each.
+    assert min(frame_loss(0), frame_loss(1)) > 1900
+    # A song without digital silence keeps every frame in the loss.
+    x[0, :2] = 0.01
+    out = {k: v.numpy()[0].astype(np.float64) for k, v in model(x, training=False).items()}
+    assert evaluate(model, x, y, mask)["loss"] == pytest.approx(sum(frame_loss(t) for t in range(8)) / 8, rel=1e-5)

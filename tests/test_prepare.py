@@ -104,9 +104,62 @@ def test_bad_inputs_are_skipped_and_listed_with_the_reason(songs, tmp_path):
     assert "garbage.wav" in reasons["garbage.wav"]
     assert "no annotation" in reasons["nolabel.wav"]
     assert "malformed.lab:2" in reasons["malformed.wav"] and "C:notachord" in reasons["malformed.wav"]
-    assert "ends at 9.00 s, after the audio" in reasons["toolong.wav"]
+    assert "chords annotated until 9.00 s, 5.00 s after the audio ends (4.00 s" in reasons["toolong.wav"]
     # dataset.json is plain JSON, whatever the file names were.
     assert json.loads((out / "dataset.json").read_text())["skipped"] == info["skipped"]
+
+
+def test_annotations_running_past_the_audio_are_trimmed_and_listed(songs, tmp_path):
+    album = songs / "album"
+    # song0: 1 s of N past the 4 s of audio; song1: 1.5 s of chords; song2: starts before 0; song3: 6 s of chords.
+    (album / "song0.lab").write_text("0.0 2.0 C:maj\n2.0 4.0 A:min\n4.0 5.0 N\n")
+    (album / "song1.lab").write_text("0.0 2.0 C:maj\n2.0 5.5 A:min\n")
+    (album / "song2.lab").write_text("0.0 -0.2 N\n-0.2 2.0 C:maj\n2.0 4.0 A:min\n")
+    (album / "song3.lab").write_text("0.0 2.0 C:maj\n2.0 10.0 A:min\n")
+    out = tmp_path / "out"
+    info = preparation.prepare_dataset(songs, out, FEATURES, preparation.PrepareConfig(workers=1), progress=False)
+    trimmed = {item["annotation"].rsplit("/", 1)[1]: item["changes"] for item in info["trimmed"]}
+    assert trimmed == {
+        "song0.lab": ["cut at the audio's end (4.00 s): it ran 1.00 s past it, all of it N"],
+        "song1.lab": ["cut at the audio's end (4.00 s): it ran 1.50 s past it, 1.50 s of them chords"],
+        "song2.lab": ["times before 0 (from -0.200 s) clipped to 0"],
+    }
+    assert [item["input"].rsplit("/", 1)[1] for item in info["skipped"]] == ["song3.flac"]
+    assert "6.00 s after the audio ends" in info["skipped"][0]["reason"]
+    assert info["sources"][0]["trimmed"] == 3 and info["sources"][0]["prepared"] == 3
+    frames = 1 + 4 * SR // FEATURES.hop_length
+    times = np.arange(frames) * FEATURES.hop_length / SR
+    for song in (s for split in records.SPLITS if info["splits"][split]["songs"] for s in _read_split(out, split)):
+        # Every prepared song keeps its chords frame by frame, whatever was cut.
+        np.testing.assert_array_equal(song["chord"].numpy(),
+                                      np.where(times < 2.0, LARGE.encode("C:maj"), LARGE.encode("A:min")))
+    # A wider tolerance takes the fourth song too.
+    wide = preparation.prepare_dataset(songs, tmp_path / "wide", FEATURES,
+                                       preparation.PrepareConfig(workers=1, end_tolerance=6.0), progress=False)
+    assert wide["skipped"] == [] and len(wide["trimmed"]) == 4
+
+
+def test_split_by_folder_keeps_albums_together():
+    songs = [preparation.SongInput(f"album{a}/song{s}", f"/x/album{a}/song{s}.wav", None)
+             for a in range(10) for s in range(3)] + [preparation.SongInput("single", "/x/single.wav", None)]
+    splits = preparation.assign_splits(songs, (0.6, 0.2, 0.2), seed=0, split_by="folder")
+    folders = {split: {s.song_id.split("/")[0] for s in items} for split, items in splits.items()}
+    assert sum(len(f) for f in folders.values()) == 11  # 10 albums and the song at the top level
+    assert not (folders["train"] & folders["valid"]) and not (folders["train"] & folders["test"])
+    assert not (folders["valid"] & folders["test"])
+    # 11 units at 0.6/0.2/0.2: 6.6, 2.2, 2.2 -> 7, 2, 2 (the remainder to the largest fractional part).
+    assert [len(folders[s]) for s in records.SPLITS] == [7, 2, 2]
+    for split, items in splits.items():
+        for song in items:  # every song of an album lands where its album does
+            assert song.song_id.split("/")[0] in folders[split]
+    # The same songs listed in another order split the same way.
+    again = preparation.assign_splits(songs[::-1], (0.6, 0.2, 0.2), seed=0, split_by="folder")
+    assert again == splits
+    # By song, the split is the one it always was (the song id alone is hashed).
+    by_song = preparation.assign_splits(songs, (0.6, 0.2, 0.2), seed=0)
+    assert by_song == preparation.assign_splits(songs, (0.6, 0.2, 0.2), seed=0, split_by="song")
+    with pytest.raises(ValueError, match="split_by must be one of"):
+        preparation.assign_splits(songs, (0.6, 0.2, 0.2), seed=0, split_by="artist")
 
 
 def test_rerun_skips_complete_shards_and_redoes_an_interrupted_one(songs, tmp_path):
