@@ -32,6 +32,8 @@ ONNXRUNTIME_WEB_VARIABLE = "CHORDKERAS_ONNXRUNTIME_WEB"
 ONNXRUNTIME_WEB_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
 PAGE_FILES = ("index.html", "app.js", "worker.js", "chords.js", "style.css")
 PAGE_SOURCE = pathlib.Path(__file__).with_name("web")
+# An editable install's checkout, where `npm install` in the chordkeras folder puts node_modules/.
+CHECKOUT = pathlib.Path(__file__).resolve().parents[1]
 FOLDER = "web"
 MODEL_JSON = "model.json"
 ORT_FOLDER = "ort"
@@ -64,8 +66,8 @@ def find_onnxruntime_web(explicit: str | os.PathLike | None = None) -> pathlib.P
         folder = pathlib.Path(explicit)
         _check_package(folder)
         return folder
-    checkout = pathlib.Path(__file__).resolve().parents[1]
-    for base in [pathlib.Path.cwd().resolve(), *pathlib.Path.cwd().resolve().parents, checkout]:
+    here = pathlib.Path.cwd().resolve()
+    for base in [here, *here.parents, CHECKOUT]:
         folder = base / "node_modules" / "onnxruntime-web"
         if folder.is_dir():
             _check_package(folder)
@@ -99,6 +101,7 @@ def page_model(card: dict[str, Any], model_file: str, onnxruntime_web_version: s
         "chordkeras_version": card.get("chordkeras_version", __version__),
         "description": f"chordkeras {architecture} ({vocabulary} vocabulary)",
         "model": model_file,
+        "quantization": ((card.get("formats") or {}).get(model_file) or {}).get("quantization"),
         "input": "audio",
         "output": "probabilities",
         "sample_rate": features.sample_rate,

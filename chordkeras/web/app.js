@@ -310,8 +310,10 @@ async function analyse(file, model, pool) {
   $("result").hidden = false;
   progress.hidden = true;
   render();
-  setStatus(`${segments.length} chords in ${clock(duration)} of audio, found in ${total.toFixed(1)} s `
-    + `(${Math.round(duration / total)}x real time, ${windows.length} windows on ${pool.workers.length} workers).`);
+  const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+  setStatus(`${plural(segments.length, "chord")} in ${clock(duration)} of audio, found in ${total.toFixed(1)} s `
+    + `(${Math.round(duration / total)}x real time, ${plural(windows.length, "window")} on `
+    + `${plural(pool.workers.length, "worker")}).`);
   page.status = "done";
 }
 
