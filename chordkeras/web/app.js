@@ -96,6 +96,10 @@ class WorkerPool {
           if (done === chunks.length) resolve();
           else feed(worker);
         };
+        worker.onerror = (event) => {
+          failed = true;
+          reject(new Error(`an analysis worker stopped on window ${id + 1} (${event.message || "out of memory?"})`));
+        };
         worker.postMessage({ type: "run", id, audio }, [audio.buffer]);
       };
       if (chunks.length === 0) resolve();
