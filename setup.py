@@ -20,6 +20,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["chordkeras", "chordkeras.*"]),
+    # The browser page's own files, copied by python -m chordkeras.export --format web.
+    package_data={"chordkeras": ["web/*.html", "web/*.js", "web/*.css"]},
     python_requires=">=3.10,<3.13",
     install_requires=[
         # The TensorFlow 2.16 line is the one on which every package below still loads:
@@ -50,7 +52,9 @@ setup(
         # onnxruntime (MIT) checks and runs the ONNX file, coremltools (BSD-3-Clause) writes Core ML. onnx stays
         # below 1.18: later releases import ml_dtypes types that TensorFlow 2.16's ml_dtypes 0.3 lacks.
         "export": EXPORT,
-        "test": ["pytest>=7", "librosa>=0.10", "mirdata>=1.0", *EXPORT],
+        # playwright (Apache-2.0) drives the system's Chromium in the browser test (it downloads no browser
+        # of its own unless asked to: the test launches /usr/bin/chromium).
+        "test": ["pytest>=7", "librosa>=0.10", "mirdata>=1.0", "playwright>=1.45", *EXPORT],
     },
     classifiers=[
         "Programming Language :: Python :: 3.10",

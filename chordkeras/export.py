@@ -8,10 +8,10 @@ the model card states the decoding an app should apply.
 
 `write_formats` (and `python -m chordkeras.export EXPORT_DIR --format tflite,onnx,coreml`) adds
 TensorFlow Lite, ONNX and Core ML files beside the SavedModel (`chordkeras.formats`) and records
-each in the model card.
+each in the model card; `--format web` writes the browser page on the ONNX file (`chordkeras.webpage`).
 
-    python -m chordkeras.export RUN_OR_EXPORT_DIR --format tflite,onnx,coreml [--quantize none|float16|int8]
-        [--coreml-window-seconds S]
+    python -m chordkeras.export RUN_OR_EXPORT_DIR --format tflite,onnx,coreml,web [--quantize none|float16|int8]
+        [--coreml-window-seconds S] [--onnxruntime-web DIR]
 """
 
 from __future__ import annotations
@@ -26,13 +26,16 @@ from typing import Any, Sequence
 import keras
 import tensorflow as tf
 
-from chordkeras import __version__, cli, decode, features, files, formats, vocab
+from chordkeras import __version__, cli, decode, features, files, formats, vocab, webpage
 from chordkeras import model as model_lib
 from chordkeras.config import RunConfig, feature_config_from_dict
 
 SAVED_MODEL = "saved_model"
 KERAS_FILE = "model.keras"
 MODEL_CARD = "model_card.json"
+# What `python -m chordkeras.export --format` writes: the app formats, and the browser page on the ONNX file.
+WEB = "web"
+TARGETS = (*formats.FORMATS, WEB)
 
 
 def float32_copy(model: keras.Model, config: RunConfig) -> keras.Model:
@@ -174,40 +177,87 @@ def resolve_export_dir(path: str | os.PathLike) -> pathlib.Path:
                      "in export/")
 
 
-def write_formats(export_dir: str | os.PathLike, fmts: Sequence[str], quantize: str = "none",
+def write_formats(export_dir: str | os.PathLike, fmts: Sequence[str], quantize: str | None = None,
                   coreml_window_seconds: float = formats.DEFAULT_COREML_WINDOW_SECONDS,
-                  log=None) -> dict[str, dict[str, Any]]:
+                  log=None, onnxruntime_web: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
     """Converts an export's model.keras into each format, beside the SavedModel; updates the model card.
 
     Each file is written under a temporary name and renamed when complete; the card is rewritten after
     each one, so an interrupted run leaves every finished format recorded and no half-written file.
+    `web` writes the browser page into web/ on the ONNX file of `quantize` (default
+    `webpage.DEFAULT_QUANTIZATION`), converting that file first when the folder lacks it, and copies
+    onnxruntime-web from `onnxruntime_web` or where `webpage.find_onnxruntime_web` finds it.
+
+    Args:
+        quantize: "none", "float16" or "int8"; None: "none" for the files, float16 for the page.
 
     Returns:
-        {file name: its model card entry}.
+        {file or folder name: its model card entry}.
 
     Raises:
-        ValueError: not an export folder; formats.FormatError: unknown format or missing converter.
+        ValueError: not an export folder; formats.FormatError: unknown format or missing converter;
+        webpage.PageError: onnxruntime-web not found.
     """
     folder = resolve_export_dir(export_dir)
     for fmt in fmts:  # an unknown format or quantisation, or a missing converter: an error before any work
-        formats.file_name(fmt, quantize)
-        formats.require(fmt)
+        if fmt == WEB:
+            formats.file_name("onnx", _quantization(fmt, quantize))
+            formats.require("onnx")
+            webpage.find_onnxruntime_web(onnxruntime_web)
+        else:
+            formats.file_name(fmt, _quantization(fmt, quantize))
+            formats.require(fmt)
     card = files.read_json(folder / MODEL_CARD)
     feature_config = feature_config_from_dict(card["features"])
     model = keras.saving.load_model(str(folder / KERAS_FILE), compile=False)
     frames = max(1, int(round(coreml_window_seconds * feature_config.frame_rate)))
     written = {}
-    for fmt in fmts:
-        name = formats.file_name(fmt, quantize)
-        if log:
-            log(f"writing {folder / name}")
-        entry = formats.convert(fmt, model, feature_config, folder / name, quantize, coreml_window_frames=frames)
+
+    def record(name, entry):
         card = files.read_json(folder / MODEL_CARD)
         card.setdefault("formats", {})[name] = entry
         card["decoding"] = card.get("decoding") or decoding_from_card(card)
         files.write_json_atomic(folder / MODEL_CARD, card)
         written[name] = entry
+
+    for fmt in fmts:
+        if fmt == WEB:
+            continue
+        name = formats.file_name(fmt, _quantization(fmt, quantize))
+        if log:
+            log(f"writing {folder / name}")
+        record(name, formats.convert(fmt, model, feature_config, folder / name, _quantization(fmt, quantize),
+                                     coreml_window_frames=frames))
+    if WEB in fmts:
+        web_quantize = _quantization(WEB, quantize)
+        name = formats.file_name("onnx", web_quantize)
+        if name not in (files.read_json(folder / MODEL_CARD).get("formats") or {}) or not (folder / name).is_file():
+            if log:
+                log(f"writing {folder / name} (for the web page)")
+            record(name, formats.convert("onnx", model, feature_config, folder / name, web_quantize))
+        if log:
+            log(f"writing {folder / webpage.FOLDER}/")
+        page = webpage.write_page(folder / webpage.FOLDER, files.read_json(folder / MODEL_CARD), folder / name,
+                                  onnxruntime_web)
+        record(WEB, {
+            "file": webpage.FOLDER,
+            "format": WEB,
+            "quantization": web_quantize,
+            "bytes": page.bytes,
+            "model": page.model_file,
+            "onnxruntime_web": page.onnxruntime_web_version,
+            "input": {"description": "any audio file the browser decodes; serve the folder (python -m http.server) "
+                                     "and open index.html"},
+            "why": "a static page: the browser decodes and resamples the audio, Web Workers run the ONNX file with "
+                   "onnxruntime-web (WebAssembly), chords.js decodes as chordkeras.decode does",
+        })
     return written
+
+
+def _quantization(fmt: str, quantize: str | None) -> str:
+    if quantize is not None:
+        return quantize
+    return webpage.DEFAULT_QUANTIZATION if fmt == WEB else "none"
 
 
 def decoding_from_card(card: dict[str, Any]) -> dict[str, Any]:
@@ -219,20 +269,26 @@ def decoding_from_card(card: dict[str, Any]) -> dict[str, Any]:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m chordkeras.export",
-        description="Write TensorFlow Lite, ONNX and Core ML files of a trained model beside its SavedModel.")
+        description="Write TensorFlow Lite, ONNX and Core ML files of a trained model beside its SavedModel, "
+                    "or a web page that runs the ONNX file in the browser (web/).")
     parser.add_argument("path", help="export folder (model.keras, model_card.json) or a run folder with export/")
     parser.add_argument("--format", default="tflite,onnx,coreml",
-                        help=f"comma-separated: {', '.join(formats.FORMATS)} (default: all three)")
-    parser.add_argument("--quantize", choices=formats.QUANTIZATIONS, default="none",
-                        help="weights as float32 (none), float16 or int8 (default none)")
+                        help=f"comma-separated: {', '.join(TARGETS)} (default: tflite,onnx,coreml)")
+    parser.add_argument("--quantize", choices=formats.QUANTIZATIONS, default=None,
+                        help="weights as float32 (none), float16 or int8 (default none; the web page: "
+                        f"{webpage.DEFAULT_QUANTIZATION})")
     parser.add_argument("--coreml-window-seconds", type=float, default=formats.DEFAULT_COREML_WINDOW_SECONDS,
                         help="Core ML's fixed input window (default %(default)s s)")
+    parser.add_argument("--onnxruntime-web", metavar="DIR",
+                        help="web: the onnxruntime-web package folder to copy from (default: "
+                        f"${webpage.ONNXRUNTIME_WEB_VARIABLE}, else node_modules/onnxruntime-web here or above, "
+                        f"else in the chordkeras checkout; {webpage.install_command()})")
     cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
     args.formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    unknown = [f for f in args.formats if f not in formats.FORMATS]
+    unknown = [f for f in args.formats if f not in TARGETS]
     if unknown or not args.formats:
-        parser.error(f"--format: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(formats.FORMATS)}")
+        parser.error(f"--format: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(TARGETS)}")
     if args.coreml_window_seconds <= 0:
         parser.error("--coreml-window-seconds must be positive")
     return args
@@ -247,11 +303,15 @@ def _main(args: argparse.Namespace) -> int:
     def log(message):
         print(f"chordkeras.export: {message}", file=sys.stderr, flush=True)
 
-    written = write_formats(args.path, args.formats, args.quantize, args.coreml_window_seconds, log=log)
+    written = write_formats(args.path, args.formats, args.quantize, args.coreml_window_seconds, log=log,
+                            onnxruntime_web=args.onnxruntime_web)
     folder = resolve_export_dir(args.path)
     for name, entry in written.items():
         print(f"chordkeras.export: wrote {folder / name} ({entry['bytes'] / 1e6:.2f} MB; input: "
               f"{entry['input']['description']})")
+    if WEB in written:
+        print(f"chordkeras.export: open the page with: python -m http.server --bind 127.0.0.1 "
+              f"--directory {folder / webpage.FOLDER} 8000, then http://127.0.0.1:8000/")
     if "coreml" in args.formats:
         ok, why = formats.coreml_can_predict()
         if not ok:
