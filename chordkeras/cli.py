@@ -20,8 +20,12 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
                         help=f"show the full traceback of an error (also: {DEBUG_VARIABLE}=1)")
 
 
+def debug_variable_set() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
 def debug_requested(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    return bool(getattr(args, "debug", False)) or debug_variable_set()
 
 
 def one_line(error: BaseException) -> str:
