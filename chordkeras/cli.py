@@ -3,7 +3,7 @@
 User mistakes and bad files (ValueError, OSError and the exceptions built on them) end in
 `<prog>: error: <message>` and exit status 2; anything else is a bug and ends in one line asking for
 the traceback, exit status 1. `--debug` or CHORDKERAS_DEBUG=1 lets the exception through instead.
-SIGTERM (kill, timeout, a service manager) stops a command as Ctrl-C does.
+SIGTERM and SIGHUP still end a command at once, but first delete TensorFlow's autograph files.
 """
 
 from __future__ import annotations
@@ -38,31 +38,50 @@ def one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside the block SIGTERM raises KeyboardInterrupt, as Ctrl-C does, unless SIGTERM is handled already.
+# TensorFlow's autograph writes each function it converts to a temporary file of this name and loads
+# it as the module of the same name (tensorflow/python/autograph/pyct/loader.py).
+AUTOGRAPH_FILE_PREFIX = "__autograph_generated_file"
 
-    Killed by the signal's default action, a process runs no exit handlers, and one of those deletes the
-    __autograph_generated_file*.py files TensorFlow writes to the temporary folder; an interrupted
-    `fit` also says how to resume.
+
+def remove_autograph_files() -> None:
+    """Deletes the temporary files TensorFlow's autograph has written for this process."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith(AUTOGRAPH_FILE_PREFIX):
+            with contextlib.suppress(AttributeError, TypeError, OSError):
+                os.remove(module.__file__)
+
+
+@contextlib.contextmanager
+def autograph_files_removed_on_termination() -> Iterator[None]:
+    """Inside the block SIGTERM and SIGHUP delete autograph's files first, then end the process as before.
+
+    TensorFlow deletes those files in an exit handler, which a process ended by a signal never runs.
+    The signal is raised again with its default action, so the process still ends at once and its
+    exit status is still the signal's; a signal with a handler of its own is left alone.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None))
+               if s is not None and signal.getsignal(s) == signal.SIG_DFL]
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    def terminate(signum, frame):
+        remove_autograph_files()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
-    signal.signal(signal.SIGTERM, interrupt)
+    for s in signals:
+        signal.signal(s, terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for s in signals:
+            signal.signal(s, signal.SIG_DFL)
 
 
 def run(prog: str, debug: bool, body: Callable[[], int]) -> int:
     """Runs a command's body; returns its exit status, or reports an error in one line."""
-    with sigterm_as_interrupt():
+    with autograph_files_removed_on_termination():
         return _run(prog, debug, body)
 
 
