@@ -85,7 +85,7 @@ _SHORT_QUALITIES = {
 
 
 def _short_label(label: str) -> str:
-    """Lead-sheet shorthand ('A:min7' -> 'Am7') for bars too narrow for the Harte label."""
+    """Lead-sheet shorthand: 'A:min7' -> 'Am7', 'C:maj' -> 'C'."""
     try:
         root, quality, degrees, bass = mir_eval.chord.split(label)
     except mir_eval.chord.InvalidChordException:
@@ -100,22 +100,36 @@ def _short_label(label: str) -> str:
     return short
 
 
-def _draw_bars(ax, segments: Sequence[Any], t0: float, t1: float, px_per_second: float, name: str) -> None:
+def _fits(text: str, width_px: float) -> bool:
+    return width_px >= _CHAR_PX * len(text) + 4
+
+
+def chord_names(boxes: Sequence[tuple[str, float]]) -> list[str]:
+    """The name written in each chord box of one picture, from (Harte label, box width in pixels).
+
+    One naming scheme per picture: Harte labels ('F:min', 'C:maj') when every box with room for
+    the shorthand also has room for its Harte label, else the lead-sheet shorthand ('Fm', 'C') in
+    every box. A box too narrow for its name stays empty ("").
+    """
+    short = any(_fits(_short_label(label), width) and not _fits(label, width) for label, width in boxes)
+    names = [_short_label(label) if short else label for label, _ in boxes]
+    return [name if _fits(name, width) else "" for name, (_, width) in zip(names, boxes)]
+
+
+def _draw_bars(ax, segments: Sequence[Any], t0: float, t1: float, name: str) -> list[tuple[Any, float, float, str]]:
+    """Draws one row's chord boxes; returns (axes, start, end, label) of each, to be named by `chord_names`."""
     ax.set_ylim(0, 1)
     ax.set_yticks([])
     ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    boxes = []
     for s in segments:
         start, end = max(s.start, t0), min(s.end, t1)
         if end <= start:
             continue
         color = _chord_color(s.label)
         ax.add_patch(Rectangle((start, 0.0), end - start, 1.0, facecolor=color, edgecolor="white", linewidth=0.8))
-        # The Harte label where it fits, else the lead-sheet shorthand, else nothing.
-        width = (end - start) * px_per_second
-        for text in (s.label, _short_label(s.label)):
-            if width >= _CHAR_PX * len(text) + 4:
-                ax.text(0.5 * (start + end), 0.5, text, ha="center", va="center", fontsize=8, clip_on=True)
-                break
+        boxes.append((ax, start, end, s.label))
+    return boxes
 
 
 def _error_intervals(reference, estimate, metric: str) -> list[tuple[float, float, int]]:
@@ -217,6 +231,7 @@ def plot_song(
         fig.text(_LEFT_PX / width, 1 - 8 / height, title, ha="left", va="top", fontsize=11, weight="bold")
 
     y = height - _TOP_PX
+    boxes = []
     for row in range(rows):
         t0 = row * seconds_per_row
         t1 = min(duration, t0 + seconds_per_row)
@@ -229,7 +244,7 @@ def plot_song(
             axes[name] = ax
         y -= _GAP_PX
         if has_reference:
-            _draw_bars(axes["reference"], reference, t0, t1, px_per_second, "reference")
+            boxes += _draw_bars(axes["reference"], reference, t0, t1, "reference")
             ax = axes["errors"]
             ax.set_ylim(0, 1)
             ax.set_yticks([])
@@ -241,7 +256,7 @@ def plot_song(
                     elif c < 0:
                         ax.add_patch(Rectangle((a, 0), b - a, 1, facecolor="white", edgecolor=_UNSCORED_COLOR,
                                                hatch="////", linewidth=0))
-        _draw_bars(axes["estimate"], estimate, t0, t1, px_per_second, "estimate")
+        boxes += _draw_bars(axes["estimate"], estimate, t0, t1, "estimate")
         bottom = axes["spectrogram"] if has_spectrogram else axes["estimate"]
         if has_spectrogram:
             fr = features.frame_rate
@@ -266,6 +281,10 @@ def plot_song(
         bottom.set_xticks(np.arange(t0, t0 + seconds_per_row + 1e-9, 5.0))
         if row == rows - 1:
             bottom.set_xlabel("time [s]", fontsize=8, labelpad=1)
+    names = chord_names([(label, (end - start) * px_per_second) for _, start, end, label in boxes])
+    for (ax, start, end, _), text in zip(boxes, names):
+        if text:
+            ax.text(0.5 * (start + end), 0.5, text, ha="center", va="center", fontsize=8, clip_on=True)
     if has_reference:
         handles = [
             Patch(color=_ERROR_COLOR, label=f"wrong ({error_metric})"),

@@ -21,25 +21,29 @@ from typing import Sequence
 from chordkeras import __version__, annotations, audio, cli, formats, inference
 
 
-def plan_outputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None, fmt: str) -> list[tuple[pathlib.Path, pathlib.Path]]:
-    """(audio file, output file) pairs.
+def plan_outputs(
+    inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None, fmt: str
+) -> tuple[list[tuple[pathlib.Path, pathlib.Path]], list[tuple[pathlib.Path, str]]]:
+    """(audio file, output file) pairs, and (input, reason) for each input that gives no audio file.
 
     A file gives `<out_dir>/<stem>.<fmt>`; a folder gives one output per audio file below it, at
     the same relative path under `out_dir`. Without `out_dir` each output goes next to its audio
     as `<stem>.chords.<fmt>`, so a reference annotation `<stem>.lab` beside it is never overwritten.
+    A missing input or a folder without audio is returned with its reason, so that the other inputs
+    are still transcribed.
 
     Raises:
-        ValueError: a missing input, a folder without audio, or two inputs mapping to one output.
+        ValueError: two inputs mapping to one output.
     """
     out = pathlib.Path(out_dir) if out_dir is not None else None
     suffix = f".{fmt}" if out is not None else f".chords.{fmt}"
-    pairs = []
+    pairs, unusable = [], []
     for item in inputs:
         item = pathlib.Path(item)
         if item.is_dir():
             files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS)
             if not files:
-                raise ValueError(f"{item}: no audio files ({', '.join(audio.AUDIO_EXTENSIONS)})")
+                unusable.append((item, f"no audio files ({', '.join(audio.AUDIO_EXTENSIONS)})"))
             for f in files:
                 target = (out / f.relative_to(item)) if out is not None else f
                 pairs.append((f, target.with_suffix(suffix)))
@@ -47,13 +51,13 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
             target = (out / item.name) if out is not None else item
             pairs.append((item, target.with_suffix(suffix)))
         else:
-            raise ValueError(f"{item}: no such file or folder")
+            unusable.append((item, "no such file or folder"))
     seen: dict[pathlib.Path, pathlib.Path] = {}
     for audio_path, target in pairs:
         if target in seen:
             raise ValueError(f"{audio_path} and {seen[target]} would both be written to {target}")
         seen[target] = audio_path
-    return pairs
+    return pairs, unusable
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -63,7 +67,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("model", help="export folder (saved_model/, model.keras, model_card.json) or a .keras file "
                         "with model_card.json beside it")
-    parser.add_argument("audio", nargs="+", help="audio files or folders (searched recursively)")
+    parser.add_argument("audio", nargs="+", help="audio files or folders (searched recursively); a missing one, or "
+                        "a folder without audio, is reported as failed like an unreadable file and the others are "
+                        "transcribed")
     parser.add_argument("--out", help="output folder (default: next to each audio file, as <stem>.chords.<format>)")
     parser.add_argument("--format", choices=annotations.OUTPUT_FORMATS, default="lab",
                         help="output format (default lab)")
@@ -99,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    # A ValueError here (missing input, unusable model) is reported in one line by cli.run.
-    pairs = plan_outputs(args.audio, args.out, args.format)
+    # A ValueError here (two inputs for one output, unusable model) is reported in one line by cli.run.
+    pairs, unusable = plan_outputs(args.audio, args.out, args.format)
     model = inference.load_chord_model(args.model, args.backend, args.window_seconds, args.overlap_seconds,
                                        args.quantize)
     model.warm_up()
@@ -112,7 +118,7 @@ def _main(args: argparse.Namespace) -> int:
         "self_transition": args.self_transition,
     }
     audio_seconds = busy_seconds = 0.0
-    failures = []
+    failures = list(unusable)
     bar = tqdm(pairs, unit="song", disable=args.no_progress, file=sys.stderr)
     for audio_path, out_path in bar:
         started = time.perf_counter()
@@ -137,7 +143,8 @@ def _main(args: argparse.Namespace) -> int:
                             duration=result.duration, title=str(audio_path.name))
         bar.set_postfix(realtime=f"{audio_seconds / max(busy_seconds, 1e-9):.0f}x")
     bar.close()
-    done = len(pairs) - len(failures)
+    total = len(pairs) + len(unusable)
+    done = total - len(failures)
     print(
         f"chordkeras.predict: {done} file(s), {audio_seconds / 60:.1f} min of audio in {busy_seconds:.2f} s "
         f"({audio_seconds / max(busy_seconds, 1e-9):.0f}x real time, model loading excluded)",
@@ -145,7 +152,7 @@ def _main(args: argparse.Namespace) -> int:
     )
     for audio_path, reason in failures:
         print(f"chordkeras.predict: failed {audio_path}: {reason}", file=sys.stderr)
-    print(f"chordkeras.predict: {done} of {len(pairs)} file(s) transcribed, {len(failures)} failed", file=sys.stderr)
+    print(f"chordkeras.predict: {done} of {total} file(s) transcribed, {len(failures)} failed", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -334,6 +334,11 @@ def _map_songs(songs: list[SongInput], features: FeatureConfig, workers: int,
     # spawn: TensorFlow does not survive fork() once initialised in the parent.
     with multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap(_prepare_song_or_error, jobs, chunksize=1)
+        # Run to the end, the workers exit by themselves. Leaving the block early terminates them (SIGTERM),
+        # which skips their exit handlers, and in one of those TensorFlow's autograph deletes its
+        # __autograph_generated_file*.py temporary files.
+        pool.close()
+        pool.join()
 
 
 def write_shard(folder: pathlib.Path, plan: ShardPlan, results: Iterable[tuple], meta: dict) -> dict:
@@ -558,6 +563,7 @@ def prepare_dataset(
 
     for plan in todo:
         write_shard(out, plan, counted(len(plan.songs)), meta)
+    next(results, None)  # every song is taken: this lets _map_songs end its worker processes
     bar.close()
     if config.num_jobs > 1:
         return None

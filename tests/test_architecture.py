@@ -1,11 +1,14 @@
 """The package imports one way: no module imports, even from inside a function, one that imports it back."""
 
 import ast
+import os
 import pathlib
 import subprocess
 import sys
 
 import chordkeras
+
+REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 
 
 def module_imports(package_dir: pathlib.Path, package: str) -> dict[str, set[str]]:
@@ -102,3 +105,17 @@ def test_scoring_annotations_loads_no_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_the_tuning_tests_are_collected_from_any_folder(tmp_path):
+    # `tuning` is not installed. Started from another folder, `python -m pytest` does not have the repository
+    # on sys.path, no more than the `pytest` script has from anywhere: only pytest.ini can put it there.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    tests = REPOSITORY / "tests" / "test_tuning.py"
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                             str(tests)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    collected = {line.split("::")[1].split("[")[0] for line in result.stdout.splitlines() if "::" in line}
+    defined = {node.name for node in ast.parse(tests.read_text(encoding="utf-8")).body
+               if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
+    assert collected == defined and len(defined) >= 1

@@ -193,6 +193,42 @@ def test_song_plot_has_the_expected_size_and_content(tmp_path):
     assert np.any(np.all(np.abs(pixels - red) < 8, axis=1))
 
 
+def test_one_picture_names_every_chord_one_way():
+    # A name fits a box 6 px per character + 4 px wide: 'F:min' needs 34 px, 'Fm' 16, 'C' and 'N' 10.
+    assert plots.chord_names([("F:min", 34.0), ("C:maj", 200.0), ("N", 10.0)]) == ["F:min", "C:maj", "N"]
+    # One box with room for 'Fm' but not for 'F:min': the shorthand in every box.
+    assert plots.chord_names([("F:min", 33.9), ("C:maj", 200.0), ("A:hdim7/b7", 200.0), ("N", 10.0)]) == [
+        "Fm", "C", "Am7b5/b7", "N"]
+    # A box with room for no name at all needs no shorthand: it stays empty, the Harte labels stay.
+    assert plots.chord_names([("F:min", 15.9), ("C:maj", 200.0)]) == ["", "C:maj"]
+    # Under the shorthand, a box without room for its shorthand ('Gm7' needs 22 px) stays empty as well.
+    assert plots.chord_names([("F:min", 20.0), ("G:min7", 21.9), ("G:min7", 22.0)]) == ["Fm", "", "Gm7"]
+    assert plots.chord_names([]) == []
+
+
+def test_a_song_picture_names_its_chords_one_way_over_both_bars_and_every_row(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    written = []
+    text = matplotlib.axes.Axes.text
+
+    def recorded(ax, x, y, s, **kwargs):
+        written.append(s)
+        return text(ax, x, y, s, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", recorded)
+    # Two rows of 5 s at (1600 - 70 - 20) / 5 = 302 px/s: only F:min, 0.1 s = 30.2 px, needs the shorthand.
+    reference = [Segment(0.0, 4.0, "C:maj"), Segment(4.0, 4.1, "F:min"), Segment(4.1, 8.0, "G:maj")]
+    estimate = [Segment(0.0, 8.0, "C:maj")]
+    plots.plot_song(tmp_path / "song.png", estimate, reference=reference, duration=8.0, seconds_per_row=5.0)
+    # Row 1: reference C, Fm, G, estimate C; row 2: reference G, estimate C.
+    assert written == ["C", "Fm", "G", "C", "G", "C"]
+    written.clear()
+    reference[1] = Segment(4.0, 4.2, "F:min")  # 60.4 px: room for 'F:min'
+    plots.plot_song(tmp_path / "song.png", estimate, reference=reference, duration=8.0, seconds_per_row=5.0)
+    assert written == ["C:maj", "F:min", "G:maj", "C:maj", "G:maj", "C:maj"]
+
+
 def test_training_curves_png(tmp_path):
     history = tmp_path / "history.csv"
     history.write_text(

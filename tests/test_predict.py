@@ -129,15 +129,20 @@ def test_output_paths(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     x, y = tmp_path / "x", tmp_path / "y"
-    assert predict.plan_outputs([x / "a.wav"], None, "lab") == [(x / "a.wav", x / "a.chords.lab")]
-    assert predict.plan_outputs([x], tmp_path / "out", "jams") == [
+    assert predict.plan_outputs([x / "a.wav"], None, "lab") == ([(x / "a.wav", x / "a.chords.lab")], [])
+    assert predict.plan_outputs([x], tmp_path / "out", "jams") == ([
         (x / "a.wav", tmp_path / "out" / "a.jams"),
         (x / "sub" / "b.flac", tmp_path / "out" / "sub" / "b.jams"),
-    ]
+    ], [])
     with pytest.raises(ValueError, match="both be written"):
         predict.plan_outputs([x, y], tmp_path / "out", "lab")
-    with pytest.raises(ValueError, match="no such file"):
-        predict.plan_outputs([tmp_path / "missing.wav"], None, "lab")
+    # Inputs that give no audio file are named with the reason; the others are planned as before.
+    (tmp_path / "no-audio").mkdir()
+    (tmp_path / "no-audio" / "notes.txt").write_text("")
+    assert predict.plan_outputs([tmp_path / "missing.wav", x / "a.wav", tmp_path / "no-audio"], None, "lab") == (
+        [(x / "a.wav", x / "a.chords.lab")],
+        [(tmp_path / "missing.wav", "no such file or folder"),
+         (tmp_path / "no-audio", "no audio files (.wav, .flac, .ogg, .mp3, .aiff, .aif)")])
 
 
 def test_transcribe_recovers_the_chords_of_a_stereo_44k_file(keras_model_file, tmp_path):
@@ -200,7 +205,10 @@ def test_cli_directory_in_directory_out(keras_model_file, tmp_path, capsys):
 
 def test_cli_reports_bad_inputs(keras_model_file, tmp_path, capsys):
     (tmp_path / "broken.wav").write_bytes(b"not audio at all")
-    assert predict.main([str(keras_model_file), str(tmp_path / "missing.wav")]) == 2
+    assert predict.main([str(keras_model_file), str(tmp_path / "missing.wav"), "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-2:] == [
+        f"chordkeras.predict: failed {tmp_path / 'missing.wav'}: no such file or folder",
+        "chordkeras.predict: 0 of 1 file(s) transcribed, 1 failed"]
     assert predict.main([str(keras_model_file), str(tmp_path / "broken.wav"), "--no-progress"]) == 1
     assert "failed" in capsys.readouterr().err
 
@@ -287,3 +295,17 @@ def test_cli_transcribes_the_good_files_of_a_folder_and_names_the_bad_ones(keras
     assert [line.split(":")[1].strip() for line in failed] == [f"failed {songs / 'empty.wav'}",
                                                                 f"failed {songs / 'nodata.wav'}"]
     assert err[-1] == "chordkeras.predict: 1 of 3 file(s) transcribed, 2 failed"
+
+
+def test_cli_transcribes_the_other_inputs_when_one_is_missing(keras_model_file, tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    soundfile.write(tmp_path / "a.wav", render_song(song_segments(rng, 3), 22050, rng), 22050)
+    soundfile.write(tmp_path / "c.wav", render_song(song_segments(rng, 3), 22050, rng), 22050)
+    missing, out = tmp_path / "b.wav", tmp_path / "out"
+    argv = [str(keras_model_file), str(tmp_path / "a.wav"), str(missing), str(tmp_path / "c.wav"), "--out", str(out),
+            "--no-progress"]
+    assert predict.main(argv) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.lab", "c.lab"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2:] == [f"chordkeras.predict: failed {missing}: no such file or folder",
+                        "chordkeras.predict: 2 of 3 file(s) transcribed, 1 failed"]

@@ -329,3 +329,32 @@ def test_verify_names_a_truncated_shard_and_a_missing_one(songs, tmp_path):
     assert checked == 2
     assert problems == [f"{train}: damaged shard (1 records, its summary lists 2 songs)",
                         f"{out / 'test-00000-of-00001.tfrecord'}: missing"]
+
+
+def test_preparation_runs_its_song_map_to_the_end(songs, tmp_path, monkeypatch):
+    # Only at its end does _map_songs let its worker processes exit by themselves (see the next test).
+    ended = []
+    map_songs = preparation._map_songs
+
+    def recorded(*args):
+        yield from map_songs(*args)
+        ended.append(True)
+
+    monkeypatch.setattr(preparation, "_map_songs", recorded)
+    preparation.prepare_dataset(songs, tmp_path / "out", FEATURES, preparation.PrepareConfig(
+        split_fractions=(2, 1, 1), songs_per_shard=1, workers=1), progress=False)
+    assert ended == [True]
+
+
+@pytest.mark.slow
+def test_prepare_with_worker_processes_leaves_no_temporary_files(songs, tmp_path):
+    # TensorFlow's autograph writes every function it converts to __autograph_generated_file*.py in the
+    # temporary folder and deletes them at exit, which a worker ended by Pool.terminate (SIGTERM) never reaches.
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    result = subprocess.run([sys.executable, "-m", "chordkeras.prepare", str(songs), "--out", str(tmp_path / "out"),
+                             "--split", "2,1,1", "--workers", "2", "--no-progress"],
+                            capture_output=True, text=True, env={**os.environ, "TMPDIR": str(temporary)}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "4 found, 4 prepared, 0 skipped" in result.stdout
+    assert sorted(p.name for p in temporary.iterdir()) == []
