@@ -73,10 +73,14 @@ class DataConfig:
         gain_db: Random overall gain in +-dB applied to the stored magnitudes. 0 by default: the
             network's level normalisation (model.level_window_seconds) takes any gain out again.
         eq_db: Random spectral tilt in +-dB from the lowest to the highest bin.
+        bass_db: Random low shelf in +-dB below C3 (131 Hz): recordings differ most in their low end.
         cache: Keep parsed songs in memory after the first epoch.
         shuffle_songs, shuffle_excerpts: Shuffle buffer sizes.
-        excerpts_per_song: Random excerpts drawn from each song per epoch.
-        steps_per_epoch: Fixed steps per epoch; 0 means one pass (songs x excerpts_per_song).
+        epoch_coverage: How many times an epoch covers the training audio: each song gives
+            round(epoch_coverage x its length / excerpt_seconds) random excerpts per pass, at least one,
+            so long songs are heard in proportion to their length and an epoch is the same share of a
+            dataset of hours as of minutes.
+        steps_per_epoch: Fixed steps per epoch; 0 means one pass (see `epoch_coverage`).
     """
 
     vocabulary: str = "large"
@@ -88,10 +92,11 @@ class DataConfig:
     detune_bins: float = 0.5
     gain_db: float = 0.0
     eq_db: float = 6.0
+    bass_db: float = 0.0
     cache: bool = True
     shuffle_songs: int = 1024
     shuffle_excerpts: int = 512
-    excerpts_per_song: int = 4
+    epoch_coverage: float = 1.0
     steps_per_epoch: int = 0
 
     def excerpt_frames(self, features: FeatureConfig) -> int:

@@ -130,11 +130,19 @@ def detune(spectrogram: tf.Tensor, bins: tf.Tensor) -> tf.Tensor:
     return (1.0 - tf.abs(bins)) * spectrogram + tf.abs(bins) * neighbour
 
 
-def gain_and_eq(spectrogram: tf.Tensor, gain_db: tf.Tensor, tilt_db: tf.Tensor, log_scale: float) -> tf.Tensor:
-    """Applies a gain and a linear spectral tilt (dB, lowest to highest bin) to log1p-compressed magnitudes."""
+def gain_and_eq(spectrogram: tf.Tensor, gain_db: tf.Tensor, tilt_db: tf.Tensor, log_scale: float,
+                bass_db: tf.Tensor | float = 0.0, bass_corner_bin: float = 0.0,
+                shelf_width_bins: float = 1.0) -> tf.Tensor:
+    """Applies a gain, a linear spectral tilt (dB, lowest to highest bin) and a low shelf to log1p-compressed magnitudes.
+
+    The shelf changes the bins below `bass_corner_bin` by `bass_db`, with a logistic transition
+    `shelf_width_bins` wide (half the change at the corner).
+    """
     num_bins = tf.shape(spectrogram)[-1]
     ramp = tf.linspace(-0.5, 0.5, num_bins)
-    db = gain_db + tilt_db * tf.cast(ramp, tf.float32)
+    bins = tf.cast(tf.range(num_bins), tf.float32)
+    shelf = tf.sigmoid((bass_corner_bin - bins) / shelf_width_bins)
+    db = gain_db + tilt_db * tf.cast(ramp, tf.float32) + bass_db * shelf
     factor = tf.pow(10.0, db / 20.0)
     magnitude = tf.math.expm1(spectrogram)  # = log_scale * |X|; the scale cancels out
     out = tf.math.log1p(magnitude * factor)
@@ -143,19 +151,22 @@ def gain_and_eq(spectrogram: tf.Tensor, gain_db: tf.Tensor, tilt_db: tf.Tensor, 
 
 
 def _excerpts(folder: str | os.PathLike, config: RunConfig, seed: int) -> tf.data.Dataset:
-    """Endless augmented excerpts of one dataset's training songs: each pass draws `excerpts_per_song` per song."""
+    """Endless augmented excerpts of one dataset's training songs (see `excerpts_per_song` for how many per pass)."""
     data = config.data
     vocabulary = vocab.get_vocabulary(data.vocabulary)
     excerpt_frames = data.excerpt_frames(config.features)
     bins_per_semitone = config.features.bins_per_semitone
     log_scale = config.features.log_scale
+    # The low shelf turns at C3 (131 Hz at the default fmin), two octaves above the lowest bin, over half an octave.
+    bass_corner = 2 * config.features.bins_per_octave
+    shelf_width = config.features.bins_per_octave / 8
     songs = _load_songs(folder, "train", config, shuffle=True)
     if data.cache:
         songs = songs.cache()
     num_songs = records.read_dataset_info(folder)["splits"]["train"]["songs"]
     songs = songs.shuffle(max(1, min(data.shuffle_songs, num_songs)), seed=seed, reshuffle_each_iteration=True)
-    if data.excerpts_per_song > 1:
-        songs = songs.flat_map(lambda s: tf.data.Dataset.from_tensors(s).repeat(data.excerpts_per_song))
+    songs = songs.flat_map(lambda s: tf.data.Dataset.from_tensors(s).repeat(
+        excerpts_per_song(tf.shape(s["spectrogram"], out_type=tf.int64)[0], excerpt_frames, data.epoch_coverage)))
     # One fresh pair of stateless seeds per excerpt, different every pass, reproducible from the seed.
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(4)
     ds = tf.data.Dataset.zip((songs, seeds))
@@ -163,7 +174,7 @@ def _excerpts(folder: str | os.PathLike, config: RunConfig, seed: int) -> tf.dat
     def excerpt_and_augment(song, seed):
         seed = tf.cast(seed, tf.int32)
         spec, targets, mask = random_excerpt(song, excerpt_frames, seed[0:2])
-        draws = tf.random.stateless_uniform([4], seed=seed[2:4])
+        draws = tf.random.stateless_uniform([5], seed=seed[2:4])
         if data.shift_min != 0 or data.shift_max != 0:
             shift = data.shift_min + tf.cast(
                 tf.floor(draws[0] * (data.shift_max - data.shift_min + 1)), tf.int32)
@@ -171,11 +182,24 @@ def _excerpts(folder: str | os.PathLike, config: RunConfig, seed: int) -> tf.dat
             spec, targets = pitch_shift(spec, targets, shift, bins_per_semitone, vocabulary)
         if data.detune_bins > 0:
             spec = detune(spec, (2 * draws[3] - 1) * data.detune_bins)
-        if data.gain_db > 0 or data.eq_db > 0:
-            spec = gain_and_eq(spec, (2 * draws[1] - 1) * data.gain_db, (2 * draws[2] - 1) * data.eq_db, log_scale)
+        if data.gain_db > 0 or data.eq_db > 0 or data.bass_db > 0:
+            spec = gain_and_eq(spec, (2 * draws[1] - 1) * data.gain_db, (2 * draws[2] - 1) * data.eq_db, log_scale,
+                               (2 * draws[4] - 1) * data.bass_db, bass_corner, shelf_width)
         return spec, targets, mask
 
     return ds.map(excerpt_and_augment, num_parallel_calls=AUTOTUNE, deterministic=False).repeat()
+
+
+def excerpts_per_song(frames, excerpt_frames: int, coverage: float):
+    """Excerpts one song of `frames` frames gives per pass: round(coverage x frames / excerpt_frames), at least 1."""
+    count = tf.round(coverage * tf.cast(frames, tf.float64) / excerpt_frames)
+    return tf.maximum(tf.cast(count, tf.int64), 1)
+
+
+def excerpts_per_epoch(infos: Sequence[dict[str, Any]], config: RunConfig) -> float:
+    """Training excerpts in one pass over the datasets: their training frames x coverage / excerpt length."""
+    frames = sum(info["splits"]["train"]["frames"] for info in infos)
+    return config.data.epoch_coverage * frames / config.data.excerpt_frames(config.features)
 
 
 def train_dataset(folders: Sequence[str | os.PathLike], config: RunConfig, infos: Sequence[dict[str, Any]],
@@ -185,7 +209,7 @@ def train_dataset(folders: Sequence[str | os.PathLike], config: RunConfig, infos
     Each dataset gives an endless stream of excerpts (`_excerpts`); `weights` are the shares of the
     excerpts drawn from each (sampled per excerpt), so a batch mixes them. An epoch is
     `data.steps_per_epoch` batches, or as many as one pass over every dataset's training songs
-    (songs x `data.excerpts_per_song`, summed over the datasets).
+    (`data.epoch_coverage` times their training audio, in excerpts, summed over the datasets).
     """
     data = config.data
     streams = [_excerpts(folder, config, config.train.seed + 1009 * i) for i, folder in enumerate(folders)]
@@ -194,13 +218,13 @@ def train_dataset(folders: Sequence[str | os.PathLike], config: RunConfig, infos
                                               rerandomize_each_iteration=True)
     ds = ds.shuffle(max(1, data.shuffle_excerpts), seed=config.train.seed + 1, reshuffle_each_iteration=True)
     ds = ds.batch(data.batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=False)
-    num_songs = sum(info["splits"]["train"]["songs"] for info in infos)
-    steps = data.steps_per_epoch or (num_songs * data.excerpts_per_song) // data.batch_size
+    excerpts = excerpts_per_epoch(infos, config)
+    steps = data.steps_per_epoch or int(excerpts) // data.batch_size
     if steps < 1:
         raise ValueError(
-            f"{', '.join(str(f) for f in folders)}: {num_songs} training songs x {data.excerpts_per_song} excerpts "
-            f"is less than one batch of {data.batch_size}; lower data.batch_size or raise data.excerpts_per_song"
-        )
+            f"{', '.join(str(f) for f in folders)}: {excerpts:.1f} excerpts per pass (training audio x "
+            f"data.epoch_coverage {data.epoch_coverage:g} / {data.excerpt_seconds:g} s) is less than one batch of "
+            f"{data.batch_size}; lower data.batch_size or raise data.epoch_coverage")
     return ds.prefetch(AUTOTUNE), steps
 
 
@@ -257,8 +281,10 @@ def make_datasets(folders: str | os.PathLike | Sequence[str | os.PathLike], conf
     data = config.data
     if data.shift_min > data.shift_max:
         raise ValueError(f"data.shift_min={data.shift_min} is above data.shift_max={data.shift_max}")
-    if data.batch_size < 1 or data.eval_batch_size < 1 or data.excerpts_per_song < 1:
-        raise ValueError("data.batch_size, data.eval_batch_size and data.excerpts_per_song must be >= 1")
+    if data.batch_size < 1 or data.eval_batch_size < 1:
+        raise ValueError("data.batch_size and data.eval_batch_size must be >= 1")
+    if not data.epoch_coverage > 0:
+        raise ValueError(f"data.epoch_coverage must be positive, got {data.epoch_coverage}")
     if data.excerpt_frames(config.features) < 1:
         raise ValueError(f"data.excerpt_seconds={data.excerpt_seconds} is shorter than one frame")
     validate_on = folders if validate_on is None else list(validate_on)

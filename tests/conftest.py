@@ -25,7 +25,8 @@ def _seed_everything():
 def tiny_data(tmp_path_factory):
     """A prepared dataset of 8/2/2 tiny songs, shared read-only by the fit and tuning tests.
 
-    8 songs x 8 excerpts = 64 excerpts: at least one batch for every batch_size the tuning space offers.
+    8 songs of 40 frames at epoch coverage 5 with 2 s (22-frame) excerpts = 72 excerpts: at least one batch for
+    every batch_size the tuning space offers.
     """
     from chordkeras import config as config_lib
     from helpers_data import write_tiny_dataset

@@ -25,7 +25,7 @@ def test_augmented_batches_keep_spectrogram_and_labels_aligned(tmp_path):
     # put; gain (+-12 dB) and tilt (+-6 dB) scale a peak of log1p magnitude 3.0 far less than the
     # 30x that separates it from the noise.
     config = dataclasses.replace(config, data=dataclasses.replace(
-        config.data, excerpt_seconds=2.0, batch_size=8, excerpts_per_song=4, detune_bins=0.25))
+        config.data, excerpt_seconds=2.0, batch_size=8, epoch_coverage=2.0, detune_bins=0.25))
     write_tiny_dataset(tmp_path / "d", config.features, songs_per_split=(6, 2, 2), frames=80)
     data = dataset.make_datasets(tmp_path / "d", config)
     features = config.features

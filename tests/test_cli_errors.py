@@ -72,7 +72,7 @@ def test_fit_ended_by_sigterm_leaves_no_temporary_files(tmp_path):
     temporary.mkdir()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(temporary), "PYTHONUNBUFFERED": "1"}
     args = ["chordkeras.fit", "--data", str(data), "--preset", "tiny", "--set", "data.excerpt_seconds=2", "--set",
-            "data.excerpts_per_song=4", "--epochs", "1000", "--fixed-epochs", "--mixed-precision", "off",
+            "data.epoch_coverage=4", "--epochs", "1000", "--fixed-epochs", "--mixed-precision", "off",
             "--run-dir", str(tmp_path / "run"), "--no-export", "--verbose", "0"]
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", *args], stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -105,6 +105,10 @@ def test_gain_and_eq():
     tilted = dataset.gain_and_eq(spectrogram, tf.constant(0.0), tf.constant(12.0), 100.0)
     factors = 10 ** (np.array([-6.0, 0.0, 6.0]) / 20)
     np.testing.assert_allclose(tilted.numpy(), np.log1p(factors * log_scale_magnitude), rtol=1e-5)
+    # A 12 dB low shelf turning at bin 1, sharply: +12 dB below, half of it at the corner, nothing above.
+    shelved = dataset.gain_and_eq(spectrogram, tf.constant(0.0), tf.constant(0.0), 100.0, tf.constant(12.0), 1.0, 0.01)
+    factors = 10 ** (np.array([12.0, 6.0, 0.0]) / 20)
+    np.testing.assert_allclose(shelved.numpy(), np.log1p(factors * log_scale_magnitude), rtol=1e-5)
 
 
 def _tiny_config(**data):
@@ -113,10 +117,12 @@ def _tiny_config(**data):
 
 
 def test_training_batches_have_fixed_shapes_and_a_known_number_of_steps(tmp_path):
-    config = _tiny_config(batch_size=4, excerpt_seconds=2.0, excerpts_per_song=2)
+    config = _tiny_config(batch_size=4, excerpt_seconds=2.0)
     write_tiny_dataset(tmp_path / "d", config.features)
     data = dataset.make_datasets(tmp_path / "d", config)
-    assert data.steps_per_epoch == 6 * 2 // 4
+    # 6 songs of 40 frames, excerpts of 22 frames, coverage 1: 10.9 excerpts a pass, 2 batches of 4.
+    assert config.data.excerpt_frames(config.features) == 22
+    assert data.steps_per_epoch == 2
     frames = config.data.excerpt_frames(config.features)
     assert data.train.cardinality() == tf.data.INFINITE_CARDINALITY  # a fit counts steps_per_epoch
     batches = list(data.train.take(4))
@@ -145,7 +151,7 @@ def test_bad_combinations_raise_value_error(tmp_path):
     with pytest.raises(ValueError, match="shift_min"):
         dataset.make_datasets(tmp_path / "d", _tiny_config(shift_min=3, shift_max=1))
     with pytest.raises(ValueError, match="less than one batch"):
-        dataset.make_datasets(tmp_path / "d", _tiny_config(batch_size=64, excerpts_per_song=1))
+        dataset.make_datasets(tmp_path / "d", _tiny_config(batch_size=64))
     other = dataclasses.replace(RunConfig(), features=dataclasses.replace(RunConfig().features, hop_length=1024))
     with pytest.raises(ValueError, match="feature config differs"):
         dataset.make_datasets(tmp_path / "d", other)
@@ -164,12 +170,13 @@ def _mixture_shares(data, batches=250):
 
 def test_mixed_datasets_give_excerpts_in_the_chosen_proportions(tmp_path):
     # No augmentation, so each excerpt's labels tell which dataset it came from (major or minor chords).
-    config = _tiny_config(shift_min=0, shift_max=0, detune_bins=0.0, eq_db=0.0, excerpts_per_song=2)
+    config = _tiny_config(shift_min=0, shift_max=0, detune_bins=0.0, eq_db=0.0, epoch_coverage=4.0)
     major = write_tiny_dataset(tmp_path / "major", config.features, songs_per_split=(6, 2, 2))
     minor = write_tiny_dataset(tmp_path / "minor", config.features, songs_per_split=(2, 2, 2), seed=1, quality="min")
     # Weights 1:3; 2000 excerpts: the share's standard deviation is 0.0097.
     data = dataset.make_datasets([major, minor], config, weights=[1, 3])
-    assert data.steps_per_epoch == (6 + 2) * 2 // 8
+    # (6 + 2) songs of 40 frames x coverage 4 / 43-frame excerpts: 29.8 excerpts a pass, 3 batches of 8.
+    assert data.steps_per_epoch == 3
     assert _mixture_shares(data) == pytest.approx(0.75, abs=0.03)
     # By default in proportion to the training songs, 6:2, as if prepared together.
     assert _mixture_shares(dataset.make_datasets([major, minor], config)) == pytest.approx(0.25, abs=0.03)
@@ -184,3 +191,14 @@ def test_mixed_datasets_give_excerpts_in_the_chosen_proportions(tmp_path):
         dataset.make_datasets([major, minor], config, weights=[1])
     with pytest.raises(ValueError, match="are not among the training datasets"):
         dataset.make_datasets([major], config, validate_on=[minor])
+
+
+def test_excerpts_per_song_follow_its_length():
+    # 10 s excerpts at 10.77 frames/s are 108 frames: a 45 s song (485 frames) gives 4.49 -> 4 excerpts a
+    # pass, a 160 s song (1723 frames) 15.95 -> 16, a 3 s song one; coverage 2 doubles them.
+    config = RunConfig()
+    frames = config.data.excerpt_frames(config.features)
+    assert frames == 108
+    counts = [int(dataset.excerpts_per_song(n, frames, coverage)) for n, coverage in
+              [(485, 1.0), (1723, 1.0), (32, 1.0), (485, 2.0), (1723, 2.0)]]
+    assert counts == [4, 16, 1, 9, 32]

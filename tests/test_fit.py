@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # real fits and exports
 
 
 def _config(**train_overrides):
-    config = config_lib.resolve("tiny", ["data.excerpt_seconds=2.0", "data.batch_size=8", "data.excerpts_per_song=8",
+    config = config_lib.resolve("tiny", ["data.excerpt_seconds=2.0", "data.batch_size=8", "data.epoch_coverage=4",
                                          "train.learning_rate=0.01", "train.mixed_precision=off"])
     return dataclasses.replace(config, train=dataclasses.replace(config.train, **train_overrides))
 
@@ -161,7 +161,7 @@ def test_fit_cli_mixes_datasets_and_validates_on_one(tiny_data, tmp_path, capsys
 def test_fit_cli_trains_with_preset_and_overrides(tiny_data, tmp_path, capsys):
     run_dir = tmp_path / "cli-run"
     code = fit.main(["--data", str(tiny_data), "--preset", "tiny", "--set", "data.excerpt_seconds=2",
-                     "--set", "data.excerpts_per_song=2", "--epochs", "1", "--fixed-epochs",
+                     "--set", "data.epoch_coverage=1", "--epochs", "1", "--fixed-epochs",
                      "--mixed-precision", "off", "--run-dir", str(run_dir), "--no-export", "--verbose", "0"])
     assert code == 0
     saved = json.loads((run_dir / "config.json").read_text())["config"]
@@ -176,7 +176,7 @@ def test_fit_cli_trains_with_preset_and_overrides(tiny_data, tmp_path, capsys):
 def test_fit_cli_writes_app_formats_beside_the_saved_model(tiny_data, tmp_path, capsys):
     run_dir = tmp_path / "formats-run"
     common = ["--data", str(tiny_data), "--preset", "tiny", "--set", "data.excerpt_seconds=2", "--set",
-              "data.excerpts_per_song=2", "--epochs", "1", "--fixed-epochs", "--mixed-precision", "off",
+              "data.epoch_coverage=1", "--epochs", "1", "--fixed-epochs", "--mixed-precision", "off",
               "--run-dir", str(run_dir), "--verbose", "0"]
     # Mistakes stop the run before any training.
     assert fit.main([*common, "--formats", "tflite,pb"]) == 2
@@ -207,7 +207,8 @@ def test_fit_on_a_damaged_shard_names_it_and_says_how_to_repair_it(tmp_path):
     raw[112:176] = bytes(64)  # inside the data of the first record, which starts at byte 12
     shard.write_bytes(bytes(raw))
     result = _run_cli("chordkeras.fit", "--data", str(data), "--preset", "tiny", "--set", "data.excerpt_seconds=2",
-                      "--epochs", "1", "--mixed-precision", "off", "--run-dir", str(tmp_path / "run"), "--no-export",
+                      "--set", "data.epoch_coverage=2", "--epochs", "1", "--mixed-precision", "off", "--run-dir",
+                      str(tmp_path / "run"), "--no-export",
                       "--verbose", "0")
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]

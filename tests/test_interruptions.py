@@ -19,7 +19,7 @@ EPOCHS = 3
 
 def _fit_command(data, run_dir):
     return [sys.executable, str(SCRIPT), "--data", str(data), "--preset", "tiny", "--set", "data.excerpt_seconds=2.0",
-            "--set", "data.batch_size=8", "--set", "data.excerpts_per_song=8", "--epochs", str(EPOCHS),
+            "--set", "data.batch_size=8", "--set", "data.epoch_coverage=4", "--epochs", str(EPOCHS),
             "--fixed-epochs", "--mixed-precision", "off", "--run-dir", str(run_dir), "--no-export", "--verbose", "0"]
 
 

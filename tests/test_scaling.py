@@ -27,7 +27,7 @@ from helpers_data import write_tiny_dataset
 pytestmark = pytest.mark.slow  # worker processes and multi-replica fits
 
 TIMEOUT = 300  # seconds for a group of subprocesses on a busy 2-core machine
-OVERRIDES = ["data.excerpt_seconds=2.0", "data.batch_size=8", "data.excerpts_per_song=4", "train.epochs=1",
+OVERRIDES = ["data.excerpt_seconds=2.0", "data.batch_size=8", "data.epoch_coverage=2", "train.epochs=1",
              "train.learning_rate=0.01", "train.mixed_precision=off"]
 
 
@@ -170,7 +170,7 @@ def test_two_workers_train_one_model_resume_together_and_only_the_chief_writes_i
     # One global batch of 8 excerpts per step, split 4 + 4: in the epoch the replicas trained on
     # steps * 8 excerpts of excerpt_frames real frames together, not twice that.
     config = _config()
-    steps = 8 * config.data.excerpts_per_song // config.data.batch_size
+    steps = 8 * 40 * config.data.epoch_coverage // config.data.excerpt_frames(config.features) // config.data.batch_size
     assert chief["frames"] == other["frames"] == steps * 8 * config.data.excerpt_frames(config.features)
     np.testing.assert_array_equal(chief["loss"], other["loss"])
     weight_names = [k for k in chief.files if ":" in k]
@@ -251,7 +251,7 @@ def test_two_data_service_workers_feed_a_fit(tmp_path, monkeypatch):
                                   songs_per_shard=1)
     # A worker's first batch can come seconds after the other's: epochs of 24 steps (three passes)
     # go on until batches from both have arrived (at most 8 epochs).
-    config = config_lib.resolve("tiny", [*OVERRIDES, "data.excerpts_per_song=2", "data.shuffle_songs=2",
+    config = config_lib.resolve("tiny", [*OVERRIDES, "data.epoch_coverage=1", "data.shuffle_songs=2",
                                          "data.shuffle_excerpts=8", "data.steps_per_epoch=24", "train.epochs=8"])
     dispatcher_port, *worker_ports = _free_ports(3)
     logs = {name: tmp_path / f"{name}.log" for name in ("dispatcher", "a", "b")}
