@@ -263,7 +263,7 @@ def make_datasets(folders: str | os.PathLike | Sequence[str | os.PathLike], conf
         folders: A prepared dataset folder, or several: training mixes them (see `train_dataset`).
         config: The run configuration.
         weights: Share of training excerpts drawn from each dataset; default: in proportion to
-            their training songs, as if they had been prepared together as one dataset.
+            their training audio (frames), as if they had been prepared together as one dataset.
         validate_on: The datasets whose valid splits validate the model (default: all of `folders`).
 
     Raises:
@@ -297,7 +297,7 @@ def make_datasets(folders: str | os.PathLike | Sequence[str | os.PathLike], conf
         if str(folder) in {str(v) for v in validate_on} and info["splits"]["valid"]["songs"] < 1:
             raise ValueError(f"{folder}: the valid split has no songs")
     if weights is None:
-        weights = [info["splits"]["train"]["songs"] for info in infos]
+        weights = [info["splits"]["train"]["frames"] for info in infos]
     weights = [float(w) for w in weights]
     if len(weights) != len(folders) or min(weights) < 0 or sum(weights) <= 0:
         raise ValueError(f"mixing weights {weights} do not fit {len(folders)} dataset(s): one non-negative weight "

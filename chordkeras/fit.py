@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"repeatable: training mixes the datasets; '{BUILT_IN}' names the built-in one")
     parser.add_argument("--mix", metavar="W1,W2,...",
                         help="share of training excerpts from each --data, in order (default: in proportion to "
-                             "their training songs, as if prepared together)")
+                             "their hours of training audio, as if prepared together)")
     parser.add_argument("--validate-on", action="append", default=[], metavar="DIR",
                         help="a --data whose valid split picks the best epoch and whose test split is scored "
                              "(repeatable; default: every --data)")

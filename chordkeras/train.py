@@ -393,7 +393,7 @@ def train(
         dataset_dir: A prepared dataset folder (`tfrecords/<name>`), or several: training mixes
             their excerpts (see `chordkeras.dataset.make_datasets`).
         run_dir: The run folder; an existing one with the same config resumes.
-        weights: Share of training excerpts from each dataset (default: by training songs).
+        weights: Share of training excerpts from each dataset (default: by hours of training audio).
         validate_on: The datasets whose valid splits choose the epoch to keep and whose test
             splits are scored (default: all).
         init_from: A trained model (export folder, run folder or .keras file) whose weights the

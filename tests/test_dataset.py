@@ -178,7 +178,7 @@ def test_mixed_datasets_give_excerpts_in_the_chosen_proportions(tmp_path):
     # (6 + 2) songs of 40 frames x coverage 4 / 43-frame excerpts: 29.8 excerpts a pass, 3 batches of 8.
     assert data.steps_per_epoch == 3
     assert _mixture_shares(data) == pytest.approx(0.75, abs=0.03)
-    # By default in proportion to the training songs, 6:2, as if prepared together.
+    # By default in proportion to the training audio (6 and 2 songs of 40 frames), as if prepared together.
     assert _mixture_shares(dataset.make_datasets([major, minor], config)) == pytest.approx(0.25, abs=0.03)
     # Weight 0: never drawn; it can still validate.
     only_major = dataset.make_datasets([major, minor], config, weights=[1, 0], validate_on=[minor])

@@ -69,16 +69,17 @@ def test_conditions_and_a_sampled_instrument_scored_against_the_clean_song(tmp_p
     bench = _benchmark()
     notes = _note_samples(tmp_path / "notes")
     argv = ["--model", str(model_export), "--songs", "1", "--minutes-per-song", "0.1", "--out", str(tmp_path / "out"),
-            "--conditions", "peak -40 dBFS,MP3 32 kb/s", "--samples", str(notes)]
+            "--conditions", "peak -40 dBFS,bass +12 dB below 150 Hz", "--samples", str(notes)]
     assert bench.main(argv) == 0
     summary = json.loads((tmp_path / "out" / "robustness.json").read_text())
     rows = {row["condition"]: row for row in summary["conditions"]}
-    assert list(rows) == ["clean", "peak -40 dBFS", "MP3 32 kb/s", "built-in voices", "samples notes"]
+    assert list(rows) == ["clean", "peak -40 dBFS", "bass +12 dB below 150 Hz", "built-in voices", "samples notes"]
     assert summary["held_out"] == {"songs": 1, "seed": 7, "minutes_per_song": 0.1}
     assert rows["clean"]["majmin_drop_points"] == 0.0 and rows["clean"]["same_labels_as_clean"] == 1.0
     assert 0.0 <= rows["peak -40 dBFS"]["same_labels_as_clean"] <= 1.0
     for row in rows.values():
         assert row["songs"] == 1 and 0.0 <= row["overall"]["majmin"] <= 1.0
+        assert 0.0 <= row["predicted_n_share"] <= 1.0 and 0.0 < row["annotated_n_share"] < 1.0
         assert row["majmin_drop_points"] == pytest.approx(100 * (rows["clean"]["overall"]["majmin"]
                                                                  - row["overall"]["majmin"]))
     assert bench.main(argv[:-4] + ["--conditions", "no such condition"]) == 2

@@ -404,7 +404,12 @@ def test_built_in_voices_change_the_timbre_not_the_labels(renderer):
     assert none.voices == () and every.voices
     pitched = [i for i in none.arrangement.harmony] + [none.arrangement.bass, none.arrangement.melody]
     assert len(every.voices) == len([p for p in pitched if p is not None])
-    assert every.labels == none.labels and len(every.audio) == len(none.audio)
+    # The chords are the same; only how long the last one rings into the closing N follows the timbre.
+    def chords(song):
+        labels = song.labels[:-1] if song.labels[-1][2] == "N" else song.labels
+        return labels[:-1] + [labels[-1][::2]]
+
+    assert chords(every) == chords(none) and len(every.audio) == len(none.audio)
     assert not np.allclose(every.audio, none.audio)
 
 
@@ -455,3 +460,47 @@ def test_parts_on_programs_the_font_lacks_go_to_the_built_in_voices(tmp_path):
     (tmp_path / "x.sf2").write_bytes(b"RIFF\0\0\0\0WAVEfmt ")
     with pytest.raises(ValueError, match="not a SoundFont"):
         soundfont.presets(tmp_path / "x.sf2")
+
+
+def test_chords_sound_with_the_low_end_of_studio_recordings(renderer):
+    """The cause of the built-in model calling dense studio mixes N: its songs' chords had 15-20 dB less low
+    end than real recordings, so energy in the lowest octaves came only with the noise of N passages.
+
+    The 65-123 Hz octave of each song's chord frames, in dB against the mean of all six octaves: in the
+    real dev collection (115 songs) its median song is +4.2 dB (10th percentile +0.9); songs of the
+    generator before the fix had a median of -12.6 dB and none at 0 dB or above (these 12 songs).
+    """
+    from chordkeras import features
+    from chordkeras.config import FeatureConfig
+
+    config = FeatureConfig()
+    per_song = []
+    for i in range(12):
+        song = generate.make_song(5, i, renderer, 0.5)
+        magnitude = np.expm1(features.log_spectrogram(song.audio, config).numpy())
+        octave = 20 * np.log10(magnitude[:, 24:48].mean(-1) / (magnitude.mean(-1) + 1e-12) + 1e-12)
+        times = np.array(config.frame_times(len(magnitude)))
+        labels = annotations.frame_labels([annotations.Segment(*x) for x in song.labels], times)
+        per_song.append(np.median(octave[np.array(labels) != "N"]))
+    assert np.median(per_song) >= -6.0
+    assert sum(value >= 0.0 for value in per_song) >= 2
+
+
+def test_the_last_chord_keeps_its_label_while_it_rings():
+    """Annotators label a chord until it has faded: the closing N starts where the level has fallen 30 dB
+    (or to 6 dB above the noise of the opening N)."""
+    sr = 1024   # 512-sample windows of exactly 0.5 s
+    t = np.arange(10 * sr) / sr
+    noise = 1e-4 * np.random.default_rng(0).standard_normal(len(t))
+    tone = np.sin(2 * np.pi * 110 * t)
+    # 1 s of noise, a chord from 1 to 6 s at full level, then a decay of 20 dB per second.
+    audio = noise + np.where(t < 1, 0.0, np.where(t < 6, tone, tone * 10 ** (-(t - 6))))
+    labels = [(0.0, 1.0, "N"), (1.0, 6.0, "C:maj"), (6.0, 10.0, "N")]
+    # The chord's last second has power 0.5; the window 7.0-7.5 s still averages -24 dB of it, 7.5-8.0 s -34 dB.
+    assert generate.ring_out(labels, audio, sr) == [(0.0, 1.0, "N"), (1.0, 7.5, "C:maj"), (7.5, 10.0, "N")]
+    # Noise 10 dB below the chord (power 0.05): the ring-out ends where the decay is within 6 dB of it, 6.5 s.
+    noisy = audio + np.sqrt(0.05) * np.random.default_rng(1).standard_normal(len(t))
+    assert generate.ring_out(labels, noisy, sr) == [(0.0, 1.0, "N"), (1.0, 6.5, "C:maj"), (6.5, 10.0, "N")]
+    # A closing N of silence straight after the chord stays N; labels without a closing N are kept.
+    assert generate.ring_out(labels, np.where(t < 6, audio, 0.0), sr) == labels
+    assert generate.ring_out(labels[:2], audio, sr) == labels[:2]

@@ -26,13 +26,16 @@ from chordkeras.synth import harmony, recording, render, voices
 
 # Bump when a change alters the songs a given seed produces: a folder made by another
 # version is refused instead of being silently mixed.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MANIFEST_NAME = "manifest.csv"
 SETTINGS_NAME = "synth.json"
 AUDIO_FORMATS = ("flac", "wav")
 # Chance that a pitched part is played by a built-in voice rather than the SoundFont: about two
 # parts in five, so most songs mix both kinds of timbre.
 VOICE_PROBABILITY = 0.4
+# The last chord keeps its label while it rings out (release, room), as annotators of real recordings
+# mark it, until its level has fallen this far below its own (or to the noise floor).
+RING_OUT_DB = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +97,49 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
     labels = plan.labels()
     end = samples / sample_rate
     labels[-1] = (labels[-1][0], end, labels[-1][2])
-    return Song(audio, sample_rate, labels, plan, arrangement, tuple(voice_names))
+    return Song(audio, sample_rate, ring_out(labels, audio, sample_rate), plan, arrangement, tuple(voice_names))
+
+
+def ring_out(labels: list[tuple[float, float, str]], audio: np.ndarray, sample_rate: int,
+             drop_db: float = RING_OUT_DB) -> list[tuple[float, float, str]]:
+    """Extends the song's last chord into the closing N for as long as it rings.
+
+    The chord's level is the RMS of its last second; it rings while the short-term level (23 ms
+    windows) stays above that level less `drop_db`, and above the noise floor (the RMS of the song's
+    opening N, which precedes every note) plus 6 dB. Nothing new is played in the closing N, so
+    what sounds there is the last chord's release and reverberation (N passages inside a song may
+    hold drums, and keep their label).
+
+    Args:
+        labels: (onset, offset, label) covering the audio, adjacent labels different.
+        audio: The mastered song.
+        sample_rate: Its rate.
+
+    Returns:
+        The labels with the last chord's ring-out moved from the closing N to the chord.
+    """
+    if len(labels) < 2 or labels[-1][2] != "N" or labels[-2][2] == "N":
+        return labels
+    hop = 512
+    frames = len(audio) // hop
+    power = np.mean(np.square(audio[:frames * hop].astype(np.float64)).reshape(frames, hop), axis=1)
+
+    def frame(t: float) -> int:
+        return min(int(t * sample_rate) // hop, frames)
+
+    def level(start: float, stop: float) -> float:
+        span = power[frame(start):max(frame(stop), frame(start) + 1)]
+        return float(np.mean(span)) if len(span) else 0.0
+
+    floor = level(labels[0][0], labels[0][1]) if labels[0][2] == "N" else 0.0
+    (c_start, c_end, chord), (n_start, n_end, _) = labels[-2], labels[-1]
+    threshold = max(level(max(c_start, c_end - 1.0), c_end) * 10 ** (-drop_db / 10), 4.0 * floor)
+    quiet = np.flatnonzero(power[frame(n_start):frame(n_end)] < threshold)
+    rings_until = n_end if not len(quiet) else min(n_end, (frame(n_start) + quiet[0]) * hop / sample_rate)
+    if rings_until <= n_start:
+        return labels
+    extended = labels[:-2] + [(c_start, rings_until, chord)]
+    return extended + ([(rings_until, n_end, "N")] if rings_until < n_end else [])
 
 
 def usable_cpus() -> int:

@@ -416,8 +416,8 @@ def plan_song(rng: np.random.Generator, target_seconds: float) -> SongPlan:
     flats = bool(rng.random() < 0.5)
     form = _FORMS[int(rng.integers(len(_FORMS)))]
 
-    lead_in = float(rng.uniform(0.3, 3.0))
-    tail = float(rng.uniform(0.8, 3.5))
+    lead_in = float(rng.uniform(0.2, 1.5))
+    tail = float(rng.uniform(0.5, 2.0))
     beat_seconds = 60.0 / tempo
     music_seconds = max(target_seconds - lead_in - tail, 4 * beat_seconds)
 
@@ -432,7 +432,7 @@ def plan_song(rng: np.random.Generator, target_seconds: float) -> SongPlan:
         beat += beats
 
     # Intro: N bars (drums or silence count as no chord) and/or the chorus loop.
-    if rng.random() < 0.35:
+    if rng.random() < 0.2:
         add(None, float(beats_per_bar * rng.integers(1, 3)), "intro", tonic, minor, True)
     modulate_at = len(form) - 1 if rng.random() < 0.15 else None
     step = 0

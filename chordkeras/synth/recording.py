@@ -46,7 +46,7 @@ class ChainRanges:
     compression: float = 0.45               # chance of a bus compressor
     limiting: float = 0.25                  # chance of driving a limiter / clipper
     saturation: float = 0.2                 # chance of tape/valve saturation (tanh)
-    speaker: float = 0.25                   # chance of a small loudspeaker or phone microphone
+    speaker: float = 0.1                    # chance of a small loudspeaker or phone microphone
     hum: float = 0.2                        # chance of mains hum (50 or 60 Hz and harmonics)
     hum_snr_db: tuple[float, float] = (10.0, 50.0)
     crowd: float = 0.1                      # chance of crowd babble

@@ -209,11 +209,17 @@ def formant_shifted(midi: pretty_midi.PrettyMIDI, semitones: int, rate: int, sam
 
 
 def _random_eq(rng: np.random.Generator, sr: int) -> np.ndarray:
-    """A random mixing-desk EQ: high-pass, optional low-pass, two shelves and maybe a peak, as SOS."""
-    sos = [scipy.signal.butter(2, rng.uniform(20, 150), "highpass", fs=sr, output="sos")]
+    """A random mixing-desk EQ: high-pass, optional low-pass, two shelves and maybe a peak, as SOS.
+
+    The high-pass stays below 60 Hz and the low shelf boosts (0 to +20 dB from 150-300 Hz down): studio
+    recordings carry far more low end than General MIDI parts (in a studio collection the median song's
+    65-123 Hz octave is 4 dB above the mean of the six octaves the features cover; mixes of this
+    generator with a high-pass up to 150 Hz and a shelf of +-6 dB had it 12 dB below).
+    """
+    sos = [scipy.signal.butter(2, rng.uniform(20, 60), "highpass", fs=sr, output="sos")]
     if rng.random() < 0.5:
         sos.append(scipy.signal.butter(2, np.exp(rng.uniform(np.log(2500), np.log(10000))), "lowpass", fs=sr, output="sos"))
-    sos.append(recording.biquad("low", rng.uniform(100, 300), rng.uniform(-6, 6), sr))
+    sos.append(recording.biquad("low", rng.uniform(150, 300), rng.uniform(0, 20), sr))
     sos.append(recording.biquad("high", rng.uniform(2500, 6000), rng.uniform(-9, 5), sr))
     if rng.random() < 0.5:
         sos.append(recording.biquad("peak", np.exp(rng.uniform(np.log(250), np.log(4000))), rng.uniform(-6, 6), sr))
