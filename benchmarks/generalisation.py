@@ -149,10 +149,11 @@ def render_and_prepare(font: Font, args, features, progress: bool) -> None:
     font.records.mkdir(parents=True, exist_ok=True)
     files.write_json_atomic(recipe_path, recipe)
     # Every pitched part from the font (voice_probability 0): a part played by the built-in voices
-    # sounds the same under every font and would hide the difference being measured.
+    # sounds the same under every font and would hide the difference being measured. The last
+    # chord keeps its planned end: how long it rings depends on the font, and the labels must not.
     manifest = synth.generate_songs(font.records / "audio", args.songs, args.seed, soundfont=font.path,
                                     minutes_per_song=args.minutes_per_song, workers=args.workers,
-                                    voice_probability=0.0)
+                                    voice_probability=0.0, ring_out_last=False)
     if not (font.records / records.DATASET_INFO).exists():
         config = preparation.PrepareConfig(split_fractions=(0.0, 0.0, 1.0), workers=args.workers or 0)
         preparation.prepare_dataset(manifest, font.records, features, config,

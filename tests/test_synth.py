@@ -411,6 +411,12 @@ def test_built_in_voices_change_the_timbre_not_the_labels(renderer):
 
     assert chords(every) == chords(none) and len(every.audio) == len(none.audio)
     assert not np.allclose(every.audio, none.audio)
+    # Without the ring-out the labels are the plan's, whatever plays them.
+    planned = [generate.make_song(5, 1, renderer, SONG_MINUTES, voice_probability=v, ring_out_last=False).labels
+               for v in (0.0, 1.0)]
+    expected = none.plan.labels()
+    expected[-1] = (expected[-1][0], len(none.audio) / none.sample_rate, expected[-1][2])
+    assert planned[0] == planned[1] == expected
 
 
 def test_cli_clean_mixes_without_voices_are_the_clean_songs(tmp_path):

@@ -60,7 +60,7 @@ def song_rng(seed: int, index: int) -> np.random.Generator:
 def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = None,
               sample_rate: int | None = None,
               chain: recording.ChainRanges | None = recording.TRAINING_CHAIN,
-              voice_probability: float = VOICE_PROBABILITY) -> Song:
+              voice_probability: float = VOICE_PROBABILITY, ring_out_last: bool = True) -> Song:
     """Plans, arranges, renders and masters one song.
 
     Args:
@@ -73,6 +73,8 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
         chain: The recording chain's ranges (`render.master`); None renders a clean mix.
         voice_probability: Chance that each pitched part is played by a built-in voice (plucked
             string, singer, additive/FM; `chordkeras.synth.voices`) instead of the renderer.
+        ring_out_last: Label the last chord for as long as it rings into the closing N (`ring_out`);
+            False keeps the plan's labels, which then depend on the seed alone, not on the sound.
 
     Returns:
         The Song; its audio lasts exactly as long as its labels.
@@ -97,7 +99,9 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
     labels = plan.labels()
     end = samples / sample_rate
     labels[-1] = (labels[-1][0], end, labels[-1][2])
-    return Song(audio, sample_rate, ring_out(labels, audio, sample_rate), plan, arrangement, tuple(voice_names))
+    if ring_out_last:
+        labels = ring_out(labels, audio, sample_rate)
+    return Song(audio, sample_rate, labels, plan, arrangement, tuple(voice_names))
 
 
 def ring_out(labels: list[tuple[float, float, str]], audio: np.ndarray, sample_rate: int,
@@ -191,7 +195,8 @@ def _work(task: tuple[str, int]) -> int:
     renderers = _WORKER["renderers"]
     renderer = renderers[soundfont_index(s["seed"], index, len(renderers))]
     chain = recording.TRAINING_CHAIN if s["recording_chain"] else None
-    song = make_song(s["seed"], index, renderer, s["minutes_per_song"], s["sample_rate"], chain, s["voice_probability"])
+    song = make_song(s["seed"], index, renderer, s["minutes_per_song"], s["sample_rate"], chain, s["voice_probability"],
+                     s["ring_out"])
     write_song(song, Path(out_dir), index, s["audio_format"])
     return index
 
@@ -217,7 +222,8 @@ def _main_module_hidden():
             setattr(main, name, value)
 
 
-def _settings(seed, minutes_per_song, audio_format, renderers, sample_rate, voice_probability, recording_chain) -> dict:
+def _settings(seed, minutes_per_song, audio_format, renderers, sample_rate, voice_probability, recording_chain,
+              ring_out_last) -> dict:
     fonts = [Path(r.soundfont) for r in renderers if r.soundfont is not None]
     return {
         "generator_version": GENERATOR_VERSION,
@@ -225,6 +231,7 @@ def _settings(seed, minutes_per_song, audio_format, renderers, sample_rate, voic
         "minutes_per_song": None if minutes_per_song is None else float(minutes_per_song),
         "voice_probability": float(voice_probability),
         "recording_chain": bool(recording_chain),
+        "ring_out": bool(ring_out_last),
         "audio_format": audio_format,
         "sample_rate": int(sample_rate),
         "renderer": renderers[0].name,
@@ -236,7 +243,7 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
                    soundfont: os.PathLike | str | Sequence[os.PathLike | str] | None = None,
                    minutes_per_song: float | None = None, workers: int | None = None,
                    audio_format: str = "flac", voice_probability: float = VOICE_PROBABILITY,
-                   recording_chain: bool = True) -> Path:
+                   recording_chain: bool = True, ring_out_last: bool = True) -> Path:
     """Generates `num_songs` songs (audio + .lab) and a manifest CSV into `out_dir`.
 
     Deterministic for (seed, song index, settings). Songs whose audio and .lab both
@@ -254,6 +261,7 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
         audio_format: "flac" or "wav".
         voice_probability: Chance that a pitched part is played by a built-in voice (`make_song`).
         recording_chain: Whether songs go through the randomised recording chain (else clean mixes).
+        ring_out_last: Whether the last chord is labelled while it rings (`make_song`).
 
     Returns:
         Path of `manifest.csv` (columns audio,annotation, paths relative to `out_dir`).
@@ -277,7 +285,7 @@ def generate_songs(out_dir: os.PathLike | str, num_songs: int, seed: int,
     if not 0.0 <= voice_probability <= 1.0:
         raise ValueError(f"voice_probability must be in [0, 1], got {voice_probability}")
     settings = _settings(seed, minutes_per_song, audio_format, renderers, sample_rate, voice_probability,
-                         recording_chain)
+                         recording_chain, ring_out_last)
     settings_path = out_dir / SETTINGS_NAME
     if settings_path.exists():
         previous = read_json(settings_path)
