@@ -130,7 +130,7 @@ class TrainConfig:
 
     epochs: int = 40
     early_stopping: bool = True
-    patience: int = 6
+    patience: int = 10  # 6 stopped some runs on real songs at a chance peak of their noisier validation accuracy
     min_delta: float = 0.001
     monitor: str = "val_chord_accuracy"
     learning_rate: float = 2e-3
