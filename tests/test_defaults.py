@@ -23,7 +23,10 @@ def built_in(tmp_path_factory):
 def test_first_call_generates_and_prepares(built_in):
     recipe = files.read_json(built_in / "synth_recipe.json")
     assert recipe == {"songs": 3, "seed": defaults.DEFAULT_SEED, "minutes_per_song": defaults.DEFAULT_MINUTES_PER_SONG,
-                      "generator_version": synth.GENERATOR_VERSION, "features": dataclasses.asdict(FEATURES)}
+                      "generator_version": synth.GENERATOR_VERSION, "recording_chain": False,
+                      "features": dataclasses.asdict(FEATURES)}
+    # Clean mixes, as the recipe says: the songs were generated without the recording chain.
+    assert files.read_json(built_in / "audio" / "synth.json")["recording_chain"] is False
     info = records.read_dataset_info(built_in)
     assert sum(split["songs"] for split in info["splits"].values()) == 3
     assert info["skipped"] == []
