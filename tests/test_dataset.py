@@ -87,6 +87,27 @@ def test_random_excerpt_is_a_contiguous_window():
         assert mask.numpy().sum() == 6
 
 
+def test_random_excerpt_leaves_out_trailing_digital_silence():
+    """A song of 20 frames whose last 8 are all zeros: 6-frame windows start at 0 to 6, never later."""
+    values = tf.concat([tf.range(1, 13, dtype=tf.float32), tf.zeros(8)], 0)
+    song = {"spectrogram": tf.tile(values[:, None], [1, 2]), "chord": tf.range(20), "root": tf.zeros(20, tf.int32),
+            "bass": tf.zeros(20, tf.int32), "pitches": tf.zeros([20, 12])}
+    starts = set()
+    for seed in range(60):
+        spec, targets, mask = dataset.random_excerpt(song, 6, tf.constant([seed, 1]))
+        start = int(targets["chord"].numpy()[0])
+        np.testing.assert_array_equal(targets["chord"].numpy(), np.arange(start, start + 6))
+        assert mask.numpy().sum() == 6
+        starts.add(start)
+    assert starts == set(range(7))
+    # Sounding for less than a window: the window starts at 0 and takes the silence after it.
+    short = dict(song, spectrogram=tf.tile(tf.concat([tf.ones(4), tf.zeros(16)], 0)[:, None], [1, 2]))
+    for seed in range(10):
+        _, targets, mask = dataset.random_excerpt(short, 6, tf.constant([seed, 1]))
+        np.testing.assert_array_equal(targets["chord"].numpy(), np.arange(6))
+        assert mask.numpy().sum() == 6
+
+
 def test_detune_interpolates_towards_the_neighbouring_bin():
     spectrogram = tf.constant([[0.0, 4.0, 0.0, 0.0]])
     np.testing.assert_allclose(dataset.detune(spectrogram, tf.constant(0.25)).numpy(), [[0.0, 3.0, 1.0, 0.0]])
