@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from chordkeras import decode as decode_lib
 from chordkeras import features as features_lib
-from chordkeras import files, formats, records, scoring, vocab
+from chordkeras import files, formats, records, scoring, startup, vocab
 from chordkeras import model as model_lib  # noqa: F401  (registers the layers `.keras` files hold)
 from chordkeras.annotations import Segment
 from chordkeras.audio import ArraySource, AudioSource, open_audio
@@ -366,6 +366,7 @@ def load_chord_model(
         backend = "keras" if keras_file.is_file() else "saved_model"
     if window_seconds is None:
         window_seconds = DEFAULT_WINDOW_SECONDS[backend]
+    startup.spend_onednn_bool_notice()
     if backend == "keras":
         if not keras_file.is_file():
             raise ValueError(f"{path}: no {KERAS_FILE}")

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from chordkeras import devices, vocab
+from chordkeras import devices, startup, vocab
 from chordkeras.config import RunConfig
 
 ARCHITECTURES = ("crnn", "transformer")
@@ -610,6 +610,7 @@ def build_model(config: RunConfig, class_weights: np.ndarray | Sequence[float] |
         A ChordModel: spectrogram float32 [batch, frames, n_bins] -> dict of float32 logits
         chord [B, T, num_classes], root [B, T, 13], bass [B, T, 13], pitches [B, T, 12].
     """
+    startup.spend_onednn_bool_notice()
     if precision is None:
         precision = keras.mixed_precision.global_policy().name
     with devices.dtype_policy(precision):

@@ -1,4 +1,4 @@
-"""TensorFlow's start-up lines: three known harmless errors are held back while TensorFlow is imported.
+"""TensorFlow's start-up lines: known harmless errors are held back (three while TensorFlow is imported, one at the first model).
 
 The pip wheel of TensorFlow 2.16 registers its CUDA plugins twice as it loads and logs an error for
 each second registration, on every Linux machine, with a GPU or without:
@@ -83,6 +83,38 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 
         loader.exec_module = exec_module
         return spec
+
+
+# Logged once per process by TensorFlow 2.16's oneDNN graph rewrite the first time a graph transposes a
+# bool tensor, as every Keras recurrent layer does with its mask; the op then runs on Eigen as usual.
+ONEDNN_BOOL_NOTICE = re.compile(
+    rb"^\S+ \S+: E \S+\] oneDNN supports DT_BOOL only on platforms with AVX-512\. "
+    rb"Falling back to the default Eigen-based implementation if present\.\r?$")
+_bool_notice_spent = False
+
+
+def spend_onednn_bool_notice() -> None:
+    """Spends TensorFlow's one-off oneDNN notice about bool tensors where it cannot be seen.
+
+    The first model run of a process would otherwise print, among our own lines,
+    `E ... oneDNN supports DT_BOOL only on platforms with AVX-512. Falling back to the default
+    Eigen-based implementation if present.` TensorFlow logs it once per process, so a tiny graph that
+    transposes a bool tensor, run while stderr is held back (`stderr_without`), uses it up. Called
+    where a model is built or loaded, after the devices are set up (running an op initialises
+    TensorFlow's runtime, which must not happen at import); does nothing after the first call or with
+    CHORDKERAS_DEBUG=1.
+    """
+    global _bool_notice_spent
+    from chordkeras import cli
+
+    if _bool_notice_spent or cli.debug_variable_set():
+        return
+    _bool_notice_spent = True
+    import tensorflow as tf
+
+    with stderr_without(ONEDNN_BOOL_NOTICE):
+        # An argument, not a constant: Grappler would fold a constant before the oneDNN rewrite sees it.
+        tf.function(tf.transpose)(tf.zeros([1, 2], tf.bool))
 
 
 def hold_back_registration_errors() -> None:

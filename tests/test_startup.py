@@ -65,3 +65,22 @@ def test_the_debug_variable_shows_what_tensorflow_prints_and_later_lines_are_nev
     cache = [i for i, line in enumerate(lines) if "did not fully read the dataset being cached" in line]
     assert len(cache) == 1 and lines[cache[0]].startswith("W tensorflow/core/kernels/data/cache_dataset_ops.cc")
     assert lines[:cache[0]] == [line for line in tensorflow_alone if "Unable to register" not in line]
+
+
+def test_the_first_model_run_prints_no_onednn_notice():
+    """A model's recurrent layers transpose their bool mask; under oneDNN the first such graph logs
+    `E ... oneDNN supports DT_BOOL only on platforms with AVX-512. Falling back ...` once per process.
+    Building or loading a model spends it with stderr held back; CHORDKERAS_DEBUG=1 lets it through."""
+    code = ("import numpy as np, chordkeras\n"
+            "from chordkeras import model\n"
+            "from chordkeras.config import resolve\n"
+            "config = resolve('tiny')\n"
+            "m = model.build_model(config)\n"
+            "x = np.zeros((2, 40, config.features.n_bins), np.float32); x[0, :30] = 1.0; x[1, :20] = 1.0\n"
+            "m.predict(x, verbose=0)\n")
+    debug = _run("-c", code, CHORDKERAS_DEBUG="1", TF_CPP_MIN_LOG_LEVEL="2")
+    if not startup.ONEDNN_BOOL_NOTICE.search(debug.stderr.encode(), re.MULTILINE) and "DT_BOOL" not in debug.stderr:
+        pytest.skip("this TensorFlow build logs no oneDNN notice about bool tensors (oneDNN off, or not x86)")
+    assert [line for line in debug.stderr.splitlines() if "DT_BOOL" in line]
+    result = _run("-c", code)
+    assert "DT_BOOL" not in result.stderr and result.stderr == "", result.stderr
