@@ -65,11 +65,6 @@ def split_song_ids(dataset: str | os.PathLike, split: str) -> set[str]:
     return ids
 
 
-def n_seconds(segments, start: float, end: float) -> float:
-    """Seconds labelled N within [start, end)."""
-    return float(sum(max(0.0, min(s.end, end) - max(s.start, start)) for s in segments if s.label == "N"))
-
-
 def score_model(transcriber, songs, end_tolerance: float) -> dict:
     """Transcribes and scores `songs` (SongInputs); returns the evaluation with N shares and skipped songs."""
     from chordkeras import annotations, audio, inference, scoring
@@ -93,7 +88,8 @@ def score_model(transcriber, songs, end_tolerance: float) -> dict:
         finally:
             source.close()
         start, end = reference[0].start, max(s.end for s in reference)
-        n_share[song.song_id] = (n_seconds(reference, start, end), n_seconds(estimate, start, end), end - start)
+        n_share[song.song_id] = (scoring.n_seconds(reference, start, end), scoring.n_seconds(estimate, start, end),
+                                 end - start)
         pairs.append((song.song_id, reference, estimate))
     if not pairs:
         raise ValueError("no song could be scored: " + "; ".join(s["reason"] for s in skipped[:3]))

@@ -240,8 +240,8 @@ def main(argv=None) -> int:
                                                   "pairs": [], "agreement": [], "n_seconds": [0.0, 0.0]})
                 entry["pairs"].append((f"song_{i:05d}", reference, segments))
                 duration = len(audio) / sample_rate
-                entry["n_seconds"][0] += sum(min(x.end, duration) - x.start for x in segments if x.label == "N")
-                entry["n_seconds"][1] += sum(x.end - x.start for x in reference if x.label == "N")
+                entry["n_seconds"][0] += scoring.n_seconds(segments, 0.0, duration)
+                entry["n_seconds"][1] += scoring.n_seconds(reference, 0.0, duration)
                 entry["agreement"].append((frame_agreement(segments, clean_segments[i], duration,
                                                            model.features.frame_rate), duration))
         print(f"robustness: {render_name}: {args.songs} songs under {len(jobs)} condition(s)", file=sys.stderr,

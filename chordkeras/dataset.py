@@ -79,9 +79,7 @@ def random_excerpt(song: dict[str, tf.Tensor], excerpt_frames: int, seed: tf.Ten
     cost 35% of the training speed (`benchmarks/model_speed.py`).
     """
     frames = tf.shape(song["spectrogram"])[0]
-    sounding = tf.reduce_any(tf.not_equal(song["spectrogram"], 0), axis=-1)
-    last = tf.reduce_max(tf.where(sounding, tf.range(1, frames + 1), 0))
-    span = tf.maximum(last, tf.minimum(frames, excerpt_frames))
+    span = tf.maximum(features.sounding_length(song["spectrogram"]), tf.minimum(frames, excerpt_frames))
     start = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=tf.maximum(span - excerpt_frames, 0) + 1,
                                         dtype=tf.int32)
     end = tf.minimum(start + excerpt_frames, frames)

@@ -208,6 +208,15 @@ def dft_log_spectrogram(audio, config: FeatureConfig = FeatureConfig()) -> tf.Te
     return tf.math.log1p(config.log_scale * tf.concat(parts, axis=-1))
 
 
+def sounding_length(spectrogram) -> tf.Tensor:
+    """Frames up to and including the last one with a non-zero bin, per [..., T, F] spectrogram (0 if none)."""
+    nonzero = tf.reduce_any(tf.not_equal(spectrogram, 0.0), axis=-1)
+    time_axis = nonzero.shape.rank - 1
+    # Positions shaped [1, ..., T] and a non-negative axis: Core ML's converter takes nothing looser.
+    positions = tf.range(1, tf.shape(nonzero)[time_axis] + 1)[(None,) * time_axis]
+    return tf.reduce_max(tf.where(nonzero, positions, 0), axis=time_axis)
+
+
 def pitch_shift(spectrogram, k_bins) -> tf.Tensor:
     """Shifts a spectrogram along its last (frequency) axis by k bins, zero-filled.
 

@@ -43,6 +43,7 @@ import tensorflow as tf
 from keras import layers
 
 from chordkeras import devices, startup, vocab
+from chordkeras import features as features_lib
 from chordkeras.config import RunConfig
 
 ARCHITECTURES = ("crnn", "transformer")
@@ -84,11 +85,8 @@ class FrameMask(layers.Layer):
         super().__init__(**kwargs)
 
     def call(self, spectrogram):
-        nonzero = tf.reduce_any(tf.not_equal(spectrogram, 0.0), axis=-1)
-        frames = tf.shape(nonzero)[1]
-        positions = tf.range(1, frames + 1)[None, :]
-        length = tf.reduce_max(tf.where(nonzero, positions, 0), axis=1)
-        return tf.sequence_mask(tf.maximum(length, 1), frames, dtype=tf.float32)
+        length = features_lib.sounding_length(spectrogram)
+        return tf.sequence_mask(tf.maximum(length, 1), tf.shape(spectrogram)[1], dtype=tf.float32)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1])

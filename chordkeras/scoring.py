@@ -69,6 +69,11 @@ def as_intervals(annotation: Any) -> tuple[np.ndarray, list[str]]:
     return intervals, [s.label for s in segments]
 
 
+def n_seconds(segments: Iterable[annotations.Segment], start: float, end: float) -> float:
+    """Seconds labelled N within [start, end)."""
+    return float(sum(max(0.0, min(s.end, end) - max(s.start, start)) for s in segments if s.label == "N"))
+
+
 def song_scores(reference: Any, estimate: Any) -> dict[str, Any]:
     """Scores one song exactly as `mir_eval.chord.evaluate` does, plus the weights WCSR needs.
 

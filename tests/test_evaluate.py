@@ -276,3 +276,11 @@ def test_cli_errors_are_one_line_and_debug_raises(tmp_path, capsys, monkeypatch)
     monkeypatch.setenv("CHORDKERAS_DEBUG", "1")
     with pytest.raises(ValueError):
         evaluate.main([str(tmp_path / "ref"), str(missing), "--out", str(tmp_path / "out")])
+
+
+def test_n_seconds_counts_n_inside_the_span_only():
+    segments = [Segment(0.0, 1.5, "N"), Segment(1.5, 4.0, "C:maj"), Segment(4.0, 7.0, "N")]
+    assert scoring.n_seconds(segments, 0.0, 7.0) == 4.5
+    # 1.0-1.5 of the first N, 4.0-6.0 of the last.
+    assert scoring.n_seconds(segments, 1.0, 6.0) == 2.5
+    assert scoring.n_seconds(segments, 1.5, 4.0) == 0.0
