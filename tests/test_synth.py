@@ -516,3 +516,40 @@ def test_the_last_chord_keeps_its_label_while_it_rings():
     # A closing N of silence straight after the chord stays N; labels without a closing N are kept.
     assert generate.ring_out(labels, np.where(t < 6, audio, 0.0), sr) == labels
     assert generate.ring_out(labels[:2], audio, sr) == labels[:2]
+
+
+@pytest.mark.parametrize("family, pattern", [("acoustic_guitar", "strum"), ("piano", None), ("organ", "pad")])
+def test_a_player_alone_plays_the_plan_with_its_bass_note_lowest(family, pattern):
+    """arrange_solo: one part of the family, chord tones only, and the chord's bass note lowest in every chord."""
+    programs, patterns = arrange.HARMONY_FAMILIES[family]
+    for i in range(6):
+        rng = generate.song_rng(9, i)
+        plan = harmony.plan_song(rng, 30.0)
+        midi, arrangement = arrange.arrange_solo(plan, rng, family, pattern)
+        assert len(midi.instruments) == 1 and not midi.instruments[0].is_drum
+        assert (arrangement.bass, arrangement.melody, arrangement.drums) == (None, None, None)
+        (program, played), = arrangement.harmony
+        assert program == midi.instruments[0].program and program in programs
+        assert played == pattern if pattern else played in patterns
+        notes = midi.instruments[0].notes
+        for segment in plan.segments:
+            start, end = float(plan.time(segment.start_beat)), float(plan.time(segment.end_beat))
+            inside = [n for n in notes if start - 0.05 <= n.start < end - 0.02]
+            if segment.chord is None:
+                assert not inside
+                continue
+            assert inside and all(n.pitch % 12 in segment.chord.pitch_classes for n in inside)
+            assert min(n.pitch for n in inside) % 12 == segment.chord.bass_pc
+        assert midi.get_end_time() == pytest.approx(plan.duration)
+
+
+def test_a_player_alone_keeps_the_bands_labels(renderer):
+    band = generate.make_song(5, 2, renderer, SONG_MINUTES, voice_probability=0.0, ring_out_last=False)
+    solo = generate.make_song(5, 2, renderer, SONG_MINUTES, voice_probability=0.0, ring_out_last=False,
+                              solo="acoustic_guitar")
+    assert solo.labels == band.labels and len(solo.audio) == len(band.audio)
+    assert solo.arrangement.harmony[0][1] == "strum" and solo.arrangement.drums is None
+    with pytest.raises(ValueError, match="unknown family 'banjo'"):
+        arrange.arrange_solo(band.plan, generate.song_rng(5, 2), "banjo")
+    with pytest.raises(ValueError, match="choir does not play 'strum'"):
+        arrange.arrange_solo(band.plan, generate.song_rng(5, 2), "choir", "strum")

@@ -544,6 +544,44 @@ def arrange(plan: SongPlan, rng: np.random.Generator) -> tuple[pretty_midi.Prett
     return midi, Arrangement(tuple(harmony), bass, melody, drums)
 
 
+def arrange_solo(plan: SongPlan, rng: np.random.Generator, family: str = "acoustic_guitar",
+                 pattern: str | None = None) -> tuple[pretty_midi.PrettyMIDI, Arrangement]:
+    """One player alone, as a singer-songwriter's take: a single part of `family` plays the plan.
+
+    No bass, melody or drums; the part's own voicings carry the bass note (a guitar's lowest string,
+    a pianist's left hand). `pattern` forces one of the family's patterns ("strum", "arpeggio", ...);
+    None draws one as `arrange` does.
+
+    Returns:
+        (PrettyMIDI whose last event is at `plan.duration`, what was drawn).
+    """
+    if family not in HARMONY_FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from {sorted(HARMONY_FAMILIES)}")
+    if pattern is not None and pattern not in HARMONY_FAMILIES[family][1]:
+        raise ValueError(f"{family} does not play {pattern!r}; choose from {HARMONY_FAMILIES[family][1]}")
+    midi = pretty_midi.PrettyMIDI(resolution=960, initial_tempo=120.0)
+    timing = _Timing(plan, float(rng.uniform(0.002, 0.012)), rng)
+    section_gain = {name: float(rng.uniform(0.8, 1.15)) for name in dict.fromkeys(s.section for s in plan.segments)}
+    part = _draw_part(rng, family, True, plan)
+    if pattern is not None:
+        part = dataclasses.replace(part, pattern=pattern)
+    inst = pretty_midi.Instrument(program=part.program)
+    _play_harmony(inst, part, plan.segments, timing, plan, rng, True, section_gain)
+    if family not in ("acoustic_guitar", "electric_guitar", "drive_guitar"):
+        for seg in plan.segments:  # a keyboard's left hand: the bass note under every chord
+            if seg.chord is not None:
+                start, end = timing.at(seg.start_beat, humanize=False), timing.at(seg.end_beat, humanize=False) - 0.01
+                lowest = min((n.pitch for n in inst.notes if start - 0.05 <= n.start < end), default=128)
+                pitch = 36 + (seg.chord.bass_pc - 36) % 12
+                while pitch >= lowest:
+                    pitch -= 12
+                _add(inst, pitch, 80, start, end)
+    midi.instruments.append(inst)
+    _mix(midi, rng, False)
+    midi.instruments[0].control_changes.append(pretty_midi.ControlChange(11, 127, plan.duration))
+    return midi, Arrangement(((part.program, part.pattern),), None, None, None)
+
+
 def _mix(midi: pretty_midi.PrettyMIDI, rng: np.random.Generator, has_melody: bool) -> None:
     """Per-channel volume, pan, reverb/chorus sends and detuning, set before the first note."""
     tuning_cents = float(np.clip(rng.normal(0, 12), -35, 35))

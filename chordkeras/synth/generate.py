@@ -60,7 +60,8 @@ def song_rng(seed: int, index: int) -> np.random.Generator:
 def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = None,
               sample_rate: int | None = None,
               chain: recording.ChainRanges | None = recording.TRAINING_CHAIN,
-              voice_probability: float = VOICE_PROBABILITY, ring_out_last: bool = True) -> Song:
+              voice_probability: float = VOICE_PROBABILITY, ring_out_last: bool = True,
+              solo: str | None = None) -> Song:
     """Plans, arranges, renders and masters one song.
 
     Args:
@@ -75,6 +76,9 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
             string, singer, additive/FM; `chordkeras.synth.voices`) instead of the renderer.
         ring_out_last: Label the last chord for as long as it rings into the closing N (`ring_out`);
             False keeps the plan's labels, which then depend on the seed alone, not on the sound.
+        solo: A family of `arrange.HARMONY_FAMILIES` playing the song alone (`arrange.arrange_solo`:
+            strummed for the guitars); None arranges a band. The plan, and so the labels with
+            `ring_out_last=False`, are those of the band's song of the same seed and index.
 
     Returns:
         The Song; its audio lasts exactly as long as its labels.
@@ -85,7 +89,11 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
     if seconds <= 0:
         raise ValueError(f"minutes_per_song must be positive, got {minutes_per_song}")
     plan = harmony.plan_song(rng, seconds)
-    midi, arrangement = arrange_lib.arrange(plan, rng)
+    if solo is None:
+        midi, arrangement = arrange_lib.arrange(plan, rng)
+    else:
+        strum = "strum" if "strum" in arrange_lib.HARMONY_FAMILIES.get(solo, ((), ()))[1] else None
+        midi, arrangement = arrange_lib.arrange_solo(plan, rng, solo, strum)
     # Built-in voices render at the output rate and join the mix after the renderer's parts are
     # resampled (and, for SoundFont parts, possibly formant-shifted).
     lacking = frozenset(range(128)) - renderer.programs
