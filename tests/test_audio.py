@@ -98,3 +98,25 @@ def test_audio_error_is_a_value_error(tmp_path):
     with pytest.raises(ValueError) as caught:
         load_audio(tmp_path / "x.wav", RATE)
     assert caught.value.path == str(tmp_path / "x.wav") and caught.value.problem == "file not found"
+
+
+def test_mp3_sources_open_together_each_read_their_own_file(tmp_path):
+    """tensorflow-io's MP3 tensors share one decoder (the file opened last); sources must not."""
+    from chordkeras.audio import open_audio
+
+    rate = 16000
+    t = np.arange(4 * rate) / rate
+    tones = {"a": 440.0, "b": 660.0}
+    for name, freq in tones.items():
+        soundfile.write(tmp_path / f"{name}.mp3", 0.5 * np.sin(2 * np.pi * freq * t), rate, format="MP3")
+
+    def peak_hz(samples):
+        spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+        return np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)]
+
+    a = open_audio(tmp_path / "a.mp3", rate)
+    first = a.read(rate, 2 * rate)
+    b = open_audio(tmp_path / "b.mp3", rate)
+    assert np.array_equal(a.read(rate, 2 * rate), first)        # opening b does not change what a reads
+    assert peak_hz(b.read(rate, 2 * rate)) == pytest.approx(660.0, abs=1.0)
+    assert peak_hz(a.read(rate, 2 * rate)) == pytest.approx(440.0, abs=1.0)
