@@ -175,7 +175,8 @@ def _parse(argv):
     parser.add_argument("--samples", metavar="DIR",
                         help="folder of recorded single notes of an instrument (named with their pitch, e.g. A3v10.ogg); "
                              "every pitched part is played with them, clean")
-    parser.add_argument("--conditions", help="comma-separated condition names to run (default: all)")
+    parser.add_argument("--conditions", help="comma-separated conditions of the clean band songs to run (default: "
+                                             "all); the other renderings and their solo conditions always run")
     parser.add_argument("--out", help="folder for robustness.json (default: robustness/ beside the model)")
     args = parser.parse_args(argv)
     if args.songs < 1 or args.minutes_per_song <= 0 or args.seed < 0:
