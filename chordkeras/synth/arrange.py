@@ -567,7 +567,7 @@ def arrange_solo(plan: SongPlan, rng: np.random.Generator, family: str = "acoust
         part = dataclasses.replace(part, pattern=pattern)
     inst = pretty_midi.Instrument(program=part.program)
     _play_harmony(inst, part, plan.segments, timing, plan, rng, True, section_gain)
-    if family not in ("acoustic_guitar", "electric_guitar", "drive_guitar"):
+    if not family.endswith("guitar"):  # as _play_harmony tells guitars from keyboards
         for seg in plan.segments:  # a keyboard's left hand: the bass note under every chord
             if seg.chord is not None:
                 start, end = timing.at(seg.start_beat, humanize=False), timing.at(seg.end_beat, humanize=False) - 0.01

@@ -92,8 +92,7 @@ def make_song(seed: int, index: int, renderer, minutes_per_song: float | None = 
     if solo is None:
         midi, arrangement = arrange_lib.arrange(plan, rng)
     else:
-        strum = "strum" if "strum" in arrange_lib.HARMONY_FAMILIES.get(solo, ((), ()))[1] else None
-        midi, arrangement = arrange_lib.arrange_solo(plan, rng, solo, strum)
+        midi, arrangement = arrange_lib.arrange_solo(plan, rng, solo, "strum" if solo.endswith("guitar") else None)
     # Built-in voices render at the output rate and join the mix after the renderer's parts are
     # resampled (and, for SoundFont parts, possibly formant-shifted).
     lacking = frozenset(range(128)) - renderer.programs
