@@ -111,6 +111,9 @@ class ModelConfig:
     # Window of the input's level normalisation (model.LevelNormalization), in seconds; 0 feeds the
     # network the recording's absolute level, as models before it had.
     level_window_seconds: float = 4.0
+    # At inference, an input whose own tuning estimate lies within this many semitones of A440 is moved
+    # back to A440 (model.TuningCorrection; chosen on the real dev split); 0 turns it off.
+    tuning_correction: float = 0.4
     conv_filters: tuple[int, ...] = (16, 32)
     conv_kernel: int = 3
     pool_frequency: tuple[int, ...] = (2, 2)

@@ -43,14 +43,18 @@ def bin_frequencies(config: FeatureConfig = FeatureConfig()) -> np.ndarray:
     return config.fmin * 2.0 ** (np.arange(config.n_bins) / config.bins_per_octave)
 
 
+def fmin_midi(config: FeatureConfig = FeatureConfig()) -> float:
+    """The pitch of the lowest bin as a (fractional) MIDI note number (69 = A4 = 440 Hz)."""
+    return 69.0 + 12.0 * math.log2(config.fmin / 440.0)
+
+
 def midi_to_bin(midi_note: float, config: FeatureConfig = FeatureConfig()) -> int:
     """Index of the bin centred on a MIDI note (69 = A4 = 440 Hz).
 
     Raises:
         ValueError: If the note lies outside the spectrogram's range.
     """
-    fmin_midi = 69.0 + 12.0 * math.log2(config.fmin / 440.0)
-    index = int(round((midi_note - fmin_midi) * config.bins_per_octave / 12.0))
+    index = int(round((midi_note - fmin_midi(config)) * config.bins_per_octave / 12.0))
     if not 0 <= index < config.n_bins:
         raise ValueError(f"MIDI note {midi_note} is outside the {config.n_bins} bins from {config.fmin:.2f} Hz")
     return index

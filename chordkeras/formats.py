@@ -329,7 +329,7 @@ _COREML_OPS_REGISTERED = False
 
 
 def _register_coreml_ops() -> None:
-    """Two TensorFlow ops coremltools 9 does not convert: Expm1, and Cast to bool."""
+    """Three TensorFlow ops coremltools 9 does not convert: Expm1, Atan2, and Cast to bool."""
     global _COREML_OPS_REGISTERED
     if _COREML_OPS_REGISTERED:
         return
@@ -342,13 +342,22 @@ def _register_coreml_ops() -> None:
     def Expm1(context, node):  # noqa: N802 (registered under the TF op's name)
         context.add(node.name, mb.sub(x=mb.exp(x=context[node.inputs[0]]), y=1.0, name=node.name))
 
+    def Atan2(context, node):  # noqa: N802
+        # The half-angle form 2 atan(y / (r + x)), r = |(x, y)|: only atan, which Core ML has. Exact wherever
+        # r + x > 0; on the negative x axis (y = 0, x < 0) it gives 0 where atan2 gives pi, and 0 at the
+        # origin as atan2 does (the tiny term keeps 0 / 0 away).
+        y, x = context[node.inputs[0]], context[node.inputs[1]]
+        radius = mb.sqrt(x=mb.add(x=mb.mul(x=x, y=x), y=mb.mul(x=y, y=y)))
+        ratio = mb.real_div(x=y, y=mb.add(x=mb.add(x=radius, y=x), y=1e-30))
+        context.add(node.name, mb.mul(x=mb.atan(x=ratio), y=2.0, name=node.name))
+
     def Cast(context, node):  # noqa: N802
         if node.attr["DstT"] != types.bool:
             return cast(context, node)
         x = context[node.inputs[0]]
         context.add(node.name, mb.not_equal(x=x, y=0.0 if types.is_float(x.dtype) else 0, name=node.name))
 
-    for function in (Expm1, Cast):
+    for function in (Expm1, Atan2, Cast):
         tf_op_registry.register_tf_op(function, override=True)
     _COREML_OPS_REGISTERED = True
 

@@ -181,6 +181,81 @@ class LevelNormalization(layers.Layer):
 
 
 @_serializable
+class TuningCorrection(layers.Layer):
+    """At inference, moves an input played off concert pitch back to A440 (a [B, T, F] log-frequency spectrogram).
+
+    Many recordings sit a fraction of a semitone away from A440 (a tape running fast or slow, an
+    instrument tuned by ear). Training covers small offsets (the pump's detuning), but a song 30 or
+    40 cents off falls between the quarter-tone bins and costs the network its pitch. This layer
+    estimates each input's tuning from its own spectral peaks and shifts the spectrogram by the
+    opposite fraction of a bin, before the network sees it.
+
+    The estimate: in every frame, each local maximum over the bins from `first_bin` up gets a
+    sub-bin position by parabolic interpolation through it and its two neighbours; its pitch
+    p = `fmin_midi` + position / `bins_per_semitone` (in semitones) votes for the phase 2 pi p,
+    weighted by its height. The circular mean of the votes over all real frames is the input's
+    tuning t in (-0.5, 0.5] semitone (0 for a tuned recording). If |t| <= `max_semitones` the output
+    is the input moved by -t semitones, interpolating linearly between neighbouring bins (the
+    pump's `detune`); beyond it the nearest semitone is a coin flip, and the input passes unchanged.
+
+    Inference only (`training` False or unset): in training the pump's detuning keeps teaching the
+    network small offsets. No weights; the estimate needs nothing but the input, so it runs the same
+    in every exported format. Zero frames (padding, digital silence) stay zero.
+    """
+
+    def __init__(self, bins_per_semitone: int, fmin_midi: float, first_bin: int = 0, max_semitones: float = 0.4,
+                 **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        if bins_per_semitone < 2:
+            raise ValueError(f"bins_per_semitone must be >= 2 to read a tuning, got {bins_per_semitone}")
+        if not 0.0 < max_semitones < 0.5:
+            raise ValueError(f"max_semitones must lie in (0, 0.5), got {max_semitones}")
+        if first_bin < 0:
+            raise ValueError(f"first_bin must be >= 0, got {first_bin}")
+        self.bins_per_semitone = int(bins_per_semitone)
+        self.fmin_midi = float(fmin_midi)
+        self.first_bin = int(first_bin)
+        self.max_semitones = float(max_semitones)
+
+    def estimate(self, spectrogram, frame_mask):
+        """The tuning [B] of each input in semitones, in (-0.5, 0.5] (0 if it has no peak)."""
+        spectrogram = tf.cast(spectrogram, tf.float32)[..., self.first_bin :]
+        centre, below, above = spectrogram[..., 1:-1], spectrogram[..., :-2], spectrogram[..., 2:]
+        real = tf.cast(frame_mask, tf.float32)[..., None] > 0.0
+        peak = tf.logical_and(tf.logical_and(centre > below, centre >= above), real)
+        # At a peak the curvature is negative (centre > below, centre >= above); elsewhere any
+        # negative number keeps the division finite, and the vote's weight is 0.
+        curvature = tf.where(peak, below - 2.0 * centre + above, -1.0)
+        offset = 0.5 * (below - above) / curvature
+        position = tf.range(1, tf.shape(centre)[-1] + 1, dtype=tf.float32) + float(self.first_bin)
+        phase = (2.0 * np.pi) * (self.fmin_midi + (position + offset) / self.bins_per_semitone)
+        weight = tf.where(peak, centre, 0.0)
+        x = tf.reduce_sum(weight * tf.cos(phase), axis=[-2, -1])
+        y = tf.reduce_sum(weight * tf.sin(phase), axis=[-2, -1])
+        return tf.math.atan2(y, x) / (2.0 * np.pi)
+
+    def call(self, spectrogram, frame_mask, training=None):
+        spectrogram = tf.cast(spectrogram, tf.float32)
+        if training:
+            return spectrogram
+        tuning = self.estimate(spectrogram, frame_mask)
+        shift = tf.where(tf.abs(tuning) <= self.max_semitones, -tuning * self.bins_per_semitone, 0.0)
+        shift = shift[:, None, None]
+        up = tf.pad(spectrogram, [[0, 0], [0, 0], [1, 0]])[..., :-1]  # bin j takes bin j - 1
+        down = tf.pad(spectrogram, [[0, 0], [0, 0], [0, 1]])[..., 1:]  # bin j takes bin j + 1
+        neighbour = tf.where(shift >= 0.0, up, down)
+        return (1.0 - tf.abs(shift)) * spectrogram + tf.abs(shift) * neighbour
+
+    def compute_output_shape(self, spectrogram_shape, frame_mask_shape=None):
+        return tuple(spectrogram_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "bins_per_semitone": self.bins_per_semitone, "fmin_midi": self.fmin_midi,
+                "first_bin": self.first_bin, "max_semitones": self.max_semitones}
+
+
+@_serializable
 class SilenceIsNoChord(layers.Layer):
     """Frames of digital silence say N: chord class 0, root and bass 'none', no pitch class.
 
@@ -225,7 +300,7 @@ def silent_frames(spectrogram, threshold: float = SILENCE_THRESHOLD) -> tf.Tenso
 
 # The layers that compute in float32 under every precision policy: they read the spectrogram's whole
 # dynamic range or decide on tiny values. The app formats keep them float32 too (chordkeras.formats).
-FLOAT32_LAYERS = (FrameMask, SignalFlag, LevelNormalization, SilenceIsNoChord)
+FLOAT32_LAYERS = (FrameMask, SignalFlag, LevelNormalization, TuningCorrection, SilenceIsNoChord)
 
 
 @_serializable
@@ -559,6 +634,13 @@ def _front_end(spectrogram, frame_mask, config: RunConfig, embedding_dim: int):
     if model.level_window_seconds > 0:
         window = max(1, int(round(model.level_window_seconds * config.features.frame_rate)))
         h = LevelNormalization(window, name="level_norm")(h, frame_mask)
+    if model.tuning_correction > 0:
+        if config.features.bins_per_semitone < 2:
+            raise ValueError(f"model.tuning_correction needs at least 2 bins per semitone (features.bins_per_octave "
+                             f"{config.features.bins_per_octave}); set model.tuning_correction=0")
+        h = TuningCorrection(config.features.bins_per_semitone, features_lib.fmin_midi(config.features),
+                             first_bin=2 * config.features.bins_per_octave, max_semitones=model.tuning_correction,
+                             name="tuning")(h, frame_mask)
     # In float32: a bfloat16 input would keep only 8 bits of each log-magnitude.
     h = MaskedBatchNorm(name="input_norm", dtype="float32")(h, frame_mask)
     h = layers.Reshape((-1, n_bins, 1), name="add_channel")(h)

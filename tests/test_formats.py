@@ -169,6 +169,32 @@ def test_coreml_quantised_packages_convert(export_dir, quantize):
                                           "probabilities": ("output", [frames + 1, 170])}
 
 
+def test_coreml_atan2_translation_by_value():
+    """Core ML has no atan2 (the network's tuning estimate needs one): the registered translation, evaluated
+    by coremltools' own constant folding, equals numpy's arctan2 all round the circle and at the origin."""
+    pytest.importorskip("coremltools")
+    import types
+
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.tensorflow import tf_op_registry
+    from coremltools.converters.mil.mil import Function
+
+    class Context(dict):
+        def add(self, name, var):
+            self[name] = var
+
+    formats._register_coreml_ops()
+    angles = np.linspace(-0.99 * np.pi, 0.99 * np.pi, 45)
+    radii = np.geomspace(1e-3, 1e4, 45)
+    y = np.append(radii * np.sin(angles), 0.0).astype(np.float32)
+    x = np.append(radii * np.cos(angles), 0.0).astype(np.float32)
+    with Function({}):
+        context = Context(y=mb.const(val=y), x=mb.const(val=x))
+        tf_op_registry._TF_OPS_REGISTRY["Atan2"](context, types.SimpleNamespace(inputs=["y", "x"], name="angle"))
+        angle = context["angle"].val
+    np.testing.assert_allclose(angle, np.arctan2(y, x), atol=2e-5)
+
+
 @pytest.mark.slow
 def test_coreml_matches_the_saved_model_where_core_ml_runs(export_dir, song):
     ok, why = formats.coreml_can_predict()
