@@ -94,6 +94,9 @@ class DataConfig:
     eq_db: float = 6.0
     bass_db: float = 0.0
     cache: bool = True
+    # Each training song moved to A440 by its own tuning estimate before excerpts are cut, as the network
+    # moves its input at inference (model.tuning_correction, within the same limit); off with that at 0.
+    correct_tuning: bool = False
     shuffle_songs: int = 1024
     shuffle_excerpts: int = 512
     epoch_coverage: float = 1.0

@@ -133,9 +133,19 @@ def detune(spectrogram: tf.Tensor, bins: tf.Tensor) -> tf.Tensor:
     Recordings are rarely tuned to A440 exactly; a quarter-tone bin moved by up to half its width
     teaches the network that a chord a few cents off is still the same chord. Labels do not change.
     """
-    bins = tf.cast(bins, spectrogram.dtype)
-    neighbour = features.pitch_shift(spectrogram, tf.where(bins >= 0, 1, -1))
-    return (1.0 - tf.abs(bins)) * spectrogram + tf.abs(bins) * neighbour
+    return features.fractional_shift(spectrogram, bins)
+
+
+def tuned_to_a440(song: dict[str, tf.Tensor], config: RunConfig) -> dict[str, tf.Tensor]:
+    """The song with its spectrogram moved to A440 by its own tuning estimate, when that lies within
+    `model.tuning_correction` semitones (what `model.TuningCorrection` does to an input at inference)."""
+    spectrogram = song["spectrogram"]
+    bins_per_semitone = config.features.bins_per_semitone
+    tuning = features.estimate_tuning(spectrogram[None], tf.ones([1, tf.shape(spectrogram)[0]]), bins_per_semitone,
+                                      features.fmin_midi(config.features),
+                                      features.tuning_first_bin(config.features))[0]
+    shift = tf.where(tf.abs(tuning) <= config.model.tuning_correction, -tuning * bins_per_semitone, 0.0)
+    return {**song, "spectrogram": features.fractional_shift(spectrogram, shift)}
 
 
 def gain_and_eq(spectrogram: tf.Tensor, gain_db: tf.Tensor, tilt_db: tf.Tensor, log_scale: float,
@@ -169,6 +179,8 @@ def _excerpts(folder: str | os.PathLike, config: RunConfig, seed: int) -> tf.dat
     bass_corner = 2 * config.features.bins_per_octave
     shelf_width = config.features.bins_per_octave / 8
     songs = _load_songs(folder, "train", config, shuffle=True)
+    if data.correct_tuning and config.model.tuning_correction > 0:
+        songs = songs.map(lambda song: tuned_to_a440(song, config), num_parallel_calls=AUTOTUNE)
     if data.cache:
         songs = songs.cache()
     num_songs = records.read_dataset_info(folder)["splits"]["train"]["songs"]

@@ -241,6 +241,49 @@ def pitch_shift(spectrogram, k_bins) -> tf.Tensor:
     return shifted
 
 
+def tuning_first_bin(config: FeatureConfig) -> int:
+    """The lowest bin a tuning estimate reads: C3 with the defaults, two octaves above `fmin`. Below it the
+    quarter-tone filters are wider than the FFT bins of the longest window and smear a tone's position."""
+    return 2 * config.bins_per_octave
+
+
+def estimate_tuning(spectrogram, frame_mask, bins_per_semitone: int, fmin_midi: float, first_bin: int = 0) -> tf.Tensor:
+    """The tuning of each [B, T, F] log-frequency spectrogram against A440, in semitones in (-0.5, 0.5].
+
+    In every real frame (`frame_mask` [B, T] > 0), each local maximum over the bins from `first_bin` up
+    gets a sub-bin position by the parabola through it and its two neighbours; its pitch
+    p = `fmin_midi` + position / `bins_per_semitone` votes for the phase 2 pi p on the semitone circle,
+    weighted by its height. The result is the angle of the votes' sum over 2 pi (0 without any peak).
+    """
+    spectrogram = tf.cast(spectrogram, tf.float32)[..., first_bin:]
+    centre, below, above = spectrogram[..., 1:-1], spectrogram[..., :-2], spectrogram[..., 2:]
+    real = tf.cast(frame_mask, tf.float32)[..., None] > 0.0
+    peak = tf.logical_and(tf.logical_and(centre > below, centre >= above), real)
+    # At a peak the curvature is negative (centre > below, centre >= above); elsewhere any negative
+    # number keeps the division finite, and the vote's weight is 0.
+    curvature = tf.where(peak, below - 2.0 * centre + above, -1.0)
+    offset = 0.5 * (below - above) / curvature
+    position = tf.range(1, tf.shape(centre)[-1] + 1, dtype=tf.float32) + float(first_bin)
+    phase = (2.0 * np.pi) * (fmin_midi + (position + offset) / bins_per_semitone)
+    weight = tf.where(peak, centre, 0.0)
+    x = tf.reduce_sum(weight * tf.cos(phase), axis=[-2, -1])
+    y = tf.reduce_sum(weight * tf.sin(phase), axis=[-2, -1])
+    return tf.math.atan2(y, x) / (2.0 * np.pi)
+
+
+def fractional_shift(spectrogram, bins) -> tf.Tensor:
+    """Moves a spectrogram [..., F] up by `bins` (|bins| <= 1; a scalar or one per leading item, e.g. [B, 1, 1]),
+    interpolating linearly between neighbouring bins; what leaves either edge is dropped, zeros come in."""
+    spectrogram = tf.convert_to_tensor(spectrogram)
+    bins = tf.cast(bins, spectrogram.dtype)
+    # Constant paddings (a known rank): the exported models' converters take nothing looser.
+    others = [[0, 0]] * (spectrogram.shape.rank - 1)
+    up = tf.pad(spectrogram, others + [[1, 0]])[..., :-1]  # bin j takes bin j - 1
+    down = tf.pad(spectrogram, others + [[0, 1]])[..., 1:]  # bin j takes bin j + 1
+    neighbour = tf.where(bins >= 0.0, up, down)
+    return (1.0 - tf.abs(bins)) * spectrogram + tf.abs(bins) * neighbour
+
+
 def _fast_fft_length(minimum: tf.Tensor) -> tf.Tensor:
     """Smallest n >= minimum of the form 2**a * {8, 9, 10, 12, 14, 15} (int64).
 

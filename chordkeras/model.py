@@ -3,7 +3,8 @@
 Two architectures share the input normalisation, the convolutional front end and the heads.
 The input first loses the recording's level (`LevelNormalization`: each frame divided by the mean
 magnitude of the frames around it), so the same music gives the same output at any playback level;
-frames of digital silence are N by construction (`SilenceIsNoChord`).
+at inference it is then moved to A440 by its own tuning estimate (`TuningCorrection`); frames of
+digital silence are N by construction (`SilenceIsNoChord`).
 
 - 'crnn': per-bin batch normalisation, 2-D convolutions over time x frequency (downsampling
   frequency only, by stride or max-pool, so every frame keeps its own output), a dense frame
@@ -187,16 +188,10 @@ class TuningCorrection(layers.Layer):
     Many recordings sit a fraction of a semitone away from A440 (a tape running fast or slow, an
     instrument tuned by ear). Training covers small offsets (the pump's detuning), but a song 30 or
     40 cents off falls between the quarter-tone bins and costs the network its pitch. This layer
-    estimates each input's tuning from its own spectral peaks and shifts the spectrogram by the
-    opposite fraction of a bin, before the network sees it.
-
-    The estimate: in every frame, each local maximum over the bins from `first_bin` up gets a
-    sub-bin position by parabolic interpolation through it and its two neighbours; its pitch
-    p = `fmin_midi` + position / `bins_per_semitone` (in semitones) votes for the phase 2 pi p,
-    weighted by its height. The circular mean of the votes over all real frames is the input's
-    tuning t in (-0.5, 0.5] semitone (0 for a tuned recording). If |t| <= `max_semitones` the output
-    is the input moved by -t semitones, interpolating linearly between neighbouring bins (the
-    pump's `detune`); beyond it the nearest semitone is a coin flip, and the input passes unchanged.
+    estimates each input's tuning t from its own spectral peaks (`features.estimate_tuning`: from
+    `first_bin` up, over the real frames of `frame_mask`) and, if |t| <= `max_semitones`, moves the
+    input by -t semitones, interpolating linearly between neighbouring bins (as the pump's `detune`);
+    beyond it, which semitone the players meant is a coin flip, and the input passes unchanged.
 
     Inference only (`training` False or unset): in training the pump's detuning keeps teaching the
     network small offsets. No weights; the estimate needs nothing but the input, so it runs the same
@@ -220,20 +215,8 @@ class TuningCorrection(layers.Layer):
 
     def estimate(self, spectrogram, frame_mask):
         """The tuning [B] of each input in semitones, in (-0.5, 0.5] (0 if it has no peak)."""
-        spectrogram = tf.cast(spectrogram, tf.float32)[..., self.first_bin :]
-        centre, below, above = spectrogram[..., 1:-1], spectrogram[..., :-2], spectrogram[..., 2:]
-        real = tf.cast(frame_mask, tf.float32)[..., None] > 0.0
-        peak = tf.logical_and(tf.logical_and(centre > below, centre >= above), real)
-        # At a peak the curvature is negative (centre > below, centre >= above); elsewhere any
-        # negative number keeps the division finite, and the vote's weight is 0.
-        curvature = tf.where(peak, below - 2.0 * centre + above, -1.0)
-        offset = 0.5 * (below - above) / curvature
-        position = tf.range(1, tf.shape(centre)[-1] + 1, dtype=tf.float32) + float(self.first_bin)
-        phase = (2.0 * np.pi) * (self.fmin_midi + (position + offset) / self.bins_per_semitone)
-        weight = tf.where(peak, centre, 0.0)
-        x = tf.reduce_sum(weight * tf.cos(phase), axis=[-2, -1])
-        y = tf.reduce_sum(weight * tf.sin(phase), axis=[-2, -1])
-        return tf.math.atan2(y, x) / (2.0 * np.pi)
+        return features_lib.estimate_tuning(spectrogram, frame_mask, self.bins_per_semitone, self.fmin_midi,
+                                            self.first_bin)
 
     def call(self, spectrogram, frame_mask, training=None):
         spectrogram = tf.cast(spectrogram, tf.float32)
@@ -241,11 +224,7 @@ class TuningCorrection(layers.Layer):
             return spectrogram
         tuning = self.estimate(spectrogram, frame_mask)
         shift = tf.where(tf.abs(tuning) <= self.max_semitones, -tuning * self.bins_per_semitone, 0.0)
-        shift = shift[:, None, None]
-        up = tf.pad(spectrogram, [[0, 0], [0, 0], [1, 0]])[..., :-1]  # bin j takes bin j - 1
-        down = tf.pad(spectrogram, [[0, 0], [0, 0], [0, 1]])[..., 1:]  # bin j takes bin j + 1
-        neighbour = tf.where(shift >= 0.0, up, down)
-        return (1.0 - tf.abs(shift)) * spectrogram + tf.abs(shift) * neighbour
+        return features_lib.fractional_shift(spectrogram, shift[:, None, None])
 
     def compute_output_shape(self, spectrogram_shape, frame_mask_shape=None):
         return tuple(spectrogram_shape)
@@ -639,8 +618,8 @@ def _front_end(spectrogram, frame_mask, config: RunConfig, embedding_dim: int):
             raise ValueError(f"model.tuning_correction needs at least 2 bins per semitone (features.bins_per_octave "
                              f"{config.features.bins_per_octave}); set model.tuning_correction=0")
         h = TuningCorrection(config.features.bins_per_semitone, features_lib.fmin_midi(config.features),
-                             first_bin=2 * config.features.bins_per_octave, max_semitones=model.tuning_correction,
-                             name="tuning")(h, frame_mask)
+                             first_bin=features_lib.tuning_first_bin(config.features),
+                             max_semitones=model.tuning_correction, name="tuning")(h, frame_mask)
     # In float32: a bfloat16 input would keep only 8 bits of each log-magnitude.
     h = MaskedBatchNorm(name="input_norm", dtype="float32")(h, frame_mask)
     h = layers.Reshape((-1, n_bins, 1), name="add_channel")(h)

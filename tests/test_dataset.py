@@ -115,6 +115,24 @@ def test_detune_interpolates_towards_the_neighbouring_bin():
     np.testing.assert_allclose(dataset.detune(spectrogram, tf.constant(0.0)).numpy(), spectrogram.numpy())
 
 
+def test_training_songs_are_moved_to_a440_by_their_own_estimate():
+    """With the default features (bin 0 at C1 = MIDI 24, two bins per semitone, the estimate from bin 48 up),
+    bins 99-101 at 1, 3, 2 peak at 100 + 1/6 (the parabola's vertex), pitch 24 + 50 + 1/12: the song is
+    1/12 semitone sharp and moves down by 1/6 bin (bin j: 5/6 of itself, 1/6 of bin j + 1). Labels stay."""
+    spectrogram = np.zeros((3, 144), np.float32)
+    spectrogram[:, 99:102] = [1.0, 3.0, 2.0]
+    song = {"spectrogram": tf.constant(spectrogram), "chord": tf.constant([1, 2, 3])}
+    moved = dataset.tuned_to_a440(song, RunConfig())
+    expected = np.zeros_like(spectrogram)
+    expected[:, 98:102] = [1 / 6, 5 / 6 + 3 / 6, 15 / 6 + 2 / 6, 10 / 6]
+    # float32 phases of about 2 pi * 74 rad round to a few 1e-5.
+    np.testing.assert_allclose(moved["spectrogram"].numpy(), expected, atol=1e-4)
+    np.testing.assert_array_equal(moved["chord"].numpy(), [1, 2, 3])
+    # Beyond the limit (1/12 semitone > 0.08): unchanged.
+    strict = config_lib.apply_overrides(RunConfig(), ["model.tuning_correction=0.08"])
+    np.testing.assert_array_equal(dataset.tuned_to_a440(song, strict)["spectrogram"].numpy(), spectrogram)
+
+
 def test_gain_and_eq():
     log_scale_magnitude = np.array([[0.0, 1.0, 99.0]], np.float32)
     spectrogram = tf.math.log1p(tf.constant(log_scale_magnitude))
