@@ -255,6 +255,9 @@ def estimate_tuning(spectrogram, frame_mask, bins_per_semitone: int, fmin_midi: 
     p = `fmin_midi` + position / `bins_per_semitone` votes for the phase 2 pi p on the semitone circle,
     weighted by its height. The result is the angle of the votes' sum over 2 pi (0 without any peak).
     """
+    num_bins = spectrogram.shape[-1]
+    if num_bins is None:
+        raise ValueError("estimate_tuning needs a spectrogram with a known number of bins")
     spectrogram = tf.cast(spectrogram, tf.float32)[..., first_bin:]
     centre, below, above = spectrogram[..., 1:-1], spectrogram[..., :-2], spectrogram[..., 2:]
     real = tf.cast(frame_mask, tf.float32)[..., None] > 0.0
@@ -263,8 +266,12 @@ def estimate_tuning(spectrogram, frame_mask, bins_per_semitone: int, fmin_midi: 
     # number keeps the division finite, and the vote's weight is 0.
     curvature = tf.where(peak, below - 2.0 * centre + above, -1.0)
     offset = 0.5 * (below - above) / curvature
-    position = tf.range(1, tf.shape(centre)[-1] + 1, dtype=tf.float32) + float(first_bin)
-    phase = (2.0 * np.pi) * (fmin_midi + (position + offset) / bins_per_semitone)
+    # Each bin's own phase, folded into [0, 2 pi) here in float64, plus the peak's offset: every constant
+    # stays small, so a converter that stores constants in float16 (TFLite's float16 quantisation) moves a
+    # phase by at most 0.002 rad rather than the 0.4 rad of 2 pi * 95 semitones.
+    pitch = fmin_midi + np.arange(first_bin + 1, num_bins - 1) / bins_per_semitone
+    bin_phase = tf.constant((2.0 * np.pi * (pitch - np.floor(pitch))).astype(np.float32))
+    phase = bin_phase + (2.0 * np.pi / bins_per_semitone) * offset
     weight = tf.where(peak, centre, 0.0)
     x = tf.reduce_sum(weight * tf.cos(phase), axis=[-2, -1])
     y = tf.reduce_sum(weight * tf.sin(phase), axis=[-2, -1])

@@ -17,16 +17,24 @@ from chordkeras.synth import generate, render
 # Parity on a rendered song, per quantisation: (largest |probability difference| allowed, share of frames
 # whose Viterbi-decoded label must agree). float32 formats differ from the SavedModel by rounding only;
 # the quantised bounds are what these files reach on this song with margin (the README gives the trained
-# default model's figures, benchmarks/exports.py).
-TOLERANCE = {"none": (1e-4, 0.995), "float16": (5e-3, 0.995), "int8": (5e-2, 0.98)}
+# default model's figures, benchmarks/exports.py). int8 weights move a random network's decisions the
+# most: over 12 draws of the fixture's weights TFLite's int8 file agreed on 95.1-100% of the frames
+# (largest difference 0.007-0.020); a broken conversion agrees on a few percent.
+TOLERANCE = {"none": (1e-4, 0.995), "float16": (5e-3, 0.995), "int8": (5e-2, 0.9)}
 
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-    """The tiny default architecture (convolutions, level normalisation, a bidirectional GRU), exported as fit
-    exports it, with random weights."""
+    """The tiny default architecture (convolutions, level normalisation, tuning correction, a bidirectional
+    GRU), exported as fit exports it, with random weights; the chord head's scaled by 10, so that its
+    outputs take decisions (median top probability about 0.2, margin 0.07 over the next class). With the
+    near-uniform outputs of plain random weights (0.006 for every class), differences of 1e-4 from int8
+    weights flipped a whole Viterbi path on some draws, which says nothing about the conversion."""
     config = resolve("tiny")
-    return export.export_model(model_lib.build_model(config), config, tmp_path_factory.mktemp("run") / "export")
+    network = model_lib.build_model(config)
+    kernel = network.get_layer("chord").kernel
+    kernel.assign(kernel * 10.0)
+    return export.export_model(network, config, tmp_path_factory.mktemp("run") / "export")
 
 
 @pytest.fixture(scope="module")
