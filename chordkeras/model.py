@@ -613,6 +613,9 @@ def _front_end(spectrogram, frame_mask, config: RunConfig, embedding_dim: int):
     if model.level_window_seconds > 0:
         window = max(1, int(round(model.level_window_seconds * config.features.frame_rate)))
         h = LevelNormalization(window, name="level_norm")(h, frame_mask)
+    if not 0.0 <= model.tuning_correction < 0.5:
+        raise ValueError(f"model.tuning_correction must lie in [0, 0.5) semitone (0 turns it off), "
+                         f"got {model.tuning_correction}")
     if model.tuning_correction > 0:
         if config.features.bins_per_semitone < 2:
             raise ValueError(f"model.tuning_correction needs at least 2 bins per semitone (features.bins_per_octave "

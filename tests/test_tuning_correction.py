@@ -68,6 +68,9 @@ def test_bad_settings_raise():
         model.TuningCorrection(bins_per_semitone=1, fmin_midi=24.0)
     with pytest.raises(ValueError, match="max_semitones"):
         model.TuningCorrection(bins_per_semitone=2, fmin_midi=24.0, max_semitones=0.5)
+    for limit in ("0.5", "-0.1"):
+        with pytest.raises(ValueError, match=r"model.tuning_correction must lie in \[0, 0.5\)"):
+            model.build_model(resolve("tiny", [f"model.tuning_correction={limit}"]))
     config = resolve("tiny", ["features.bins_per_octave=12"])
     with pytest.raises(ValueError, match="model.tuning_correction=0"):
         model.build_model(config)
