@@ -139,13 +139,11 @@ def detune(spectrogram: tf.Tensor, bins: tf.Tensor) -> tf.Tensor:
 def tuned_to_a440(song: dict[str, tf.Tensor], config: RunConfig) -> dict[str, tf.Tensor]:
     """The song with its spectrogram moved to A440 by its own tuning estimate, when that lies within
     `model.tuning_correction` semitones (what `model.TuningCorrection` does to an input at inference)."""
-    spectrogram = song["spectrogram"]
-    bins_per_semitone = config.features.bins_per_semitone
-    tuning = features.estimate_tuning(spectrogram[None], tf.ones([1, tf.shape(spectrogram)[0]]), bins_per_semitone,
-                                      features.fmin_midi(config.features),
-                                      features.tuning_first_bin(config.features))[0]
-    shift = tf.where(tf.abs(tuning) <= config.model.tuning_correction, -tuning * bins_per_semitone, 0.0)
-    return {**song, "spectrogram": features.fractional_shift(spectrogram, shift)}
+    spectrogram = song["spectrogram"][None]
+    moved = features.to_a440(spectrogram, tf.ones(tf.shape(spectrogram)[:2]), config.features.bins_per_semitone,
+                             features.fmin_midi(config.features), features.tuning_first_bin(config.features),
+                             config.model.tuning_correction)
+    return {**song, "spectrogram": moved[0]}
 
 
 def gain_and_eq(spectrogram: tf.Tensor, gain_db: tf.Tensor, tilt_db: tf.Tensor, log_scale: float,

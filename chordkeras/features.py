@@ -278,6 +278,15 @@ def estimate_tuning(spectrogram, frame_mask, bins_per_semitone: int, fmin_midi: 
     return tf.math.atan2(y, x) / (2.0 * np.pi)
 
 
+def to_a440(spectrogram, frame_mask, bins_per_semitone: int, fmin_midi: float, first_bin: int,
+            max_semitones: float) -> tf.Tensor:
+    """Each [B, T, F] spectrogram moved by minus its `estimate_tuning` when that lies within `max_semitones`
+    of A440 (beyond it, which semitone was meant is a guess, and the spectrogram stays as it is)."""
+    tuning = estimate_tuning(spectrogram, frame_mask, bins_per_semitone, fmin_midi, first_bin)
+    shift = tf.where(tf.abs(tuning) <= max_semitones, -tuning * bins_per_semitone, 0.0)
+    return fractional_shift(tf.cast(spectrogram, tf.float32), shift[:, None, None])
+
+
 def fractional_shift(spectrogram, bins) -> tf.Tensor:
     """Moves a spectrogram [..., F] up by `bins` (|bins| <= 1; a scalar or one per leading item, e.g. [B, 1, 1]),
     interpolating linearly between neighbouring bins; what leaves either edge is dropped, zeros come in."""

@@ -222,9 +222,8 @@ class TuningCorrection(layers.Layer):
         spectrogram = tf.cast(spectrogram, tf.float32)
         if training:
             return spectrogram
-        tuning = self.estimate(spectrogram, frame_mask)
-        shift = tf.where(tf.abs(tuning) <= self.max_semitones, -tuning * self.bins_per_semitone, 0.0)
-        return features_lib.fractional_shift(spectrogram, shift[:, None, None])
+        return features_lib.to_a440(spectrogram, frame_mask, self.bins_per_semitone, self.fmin_midi,
+                                    self.first_bin, self.max_semitones)
 
     def compute_output_shape(self, spectrogram_shape, frame_mask_shape=None):
         return tuple(spectrogram_shape)
