@@ -278,6 +278,19 @@ def estimate_tuning(spectrogram, frame_mask, bins_per_semitone: int, fmin_midi: 
     return tf.math.atan2(y, x) / (2.0 * np.pi)
 
 
+def song_tuning(spectrogram, config: FeatureConfig = FeatureConfig(), silence: float = 1e-6) -> float | None:
+    """The tuning of a whole recording's [T, F] log-frequency spectrogram against A440, in semitones in
+    (-0.5, 0.5]: `estimate_tuning` from `tuning_first_bin` up over its frames louder than `silence` (the
+    network's threshold of digital silence); None when no frame is."""
+    spectrogram = np.asarray(spectrogram, dtype=np.float32)
+    sounding = spectrogram.max(axis=-1, initial=0.0) > silence
+    if not sounding.any():
+        return None
+    tuning = estimate_tuning(spectrogram[None], sounding[None].astype(np.float32), config.bins_per_semitone,
+                             fmin_midi(config), tuning_first_bin(config))
+    return float(tuning.numpy()[0])
+
+
 def to_a440(spectrogram, frame_mask, bins_per_semitone: int, fmin_midi: float, first_bin: int,
             max_semitones: float) -> tf.Tensor:
     """Each [B, T, F] spectrogram moved by minus its `estimate_tuning` when that lies within `max_semitones`

@@ -393,6 +393,12 @@ class Transcription:
     frame_times: np.ndarray
     duration: float
     spectrogram: np.ndarray | None = None
+    tuning: float | None = None     # semitones against A440 (features.song_tuning), when asked for
+
+
+def a4_hertz(tuning: float) -> float:
+    """The frequency of A4 in a recording tuned `tuning` semitones off A440."""
+    return 440.0 * 2.0 ** (tuning / 12.0)
 
 
 def transcribe_source(
@@ -401,12 +407,16 @@ def transcribe_source(
     decode: str = "viterbi",
     self_transition: float = DEFAULT_SELF_TRANSITION,
     with_spectrogram: bool = False,
+    with_tuning: bool = False,
 ) -> Transcription:
-    """Probabilities, decoded path and segments of one audio source."""
-    probs, frame_times, spectrogram = model.source_probabilities(source, with_spectrogram)
+    """Probabilities, decoded path and segments of one audio source; with `with_tuning`, also the whole
+    recording's tuning (from its spectrogram, which only the keras backend computes anyway)."""
+    probs, frame_times, spectrogram = model.source_probabilities(source, with_spectrogram or with_tuning)
     path = decode_lib.decode(probs, decode, self_transition)
     segments = decode_lib.frames_to_segments(path, probs, model.features.frame_rate, model.class_names, source.duration)
-    return Transcription(segments, probs, frame_times, source.duration, spectrogram)
+    tuning = features_lib.song_tuning(spectrogram, model.features) if with_tuning else None
+    return Transcription(segments, probs, frame_times, source.duration, spectrogram if with_spectrogram else None,
+                         tuning)
 
 
 def transcribe(

@@ -119,6 +119,7 @@ def _main(args: argparse.Namespace) -> int:
     }
     audio_seconds = busy_seconds = 0.0
     failures = list(unusable)
+    tunings = []
     bar = tqdm(pairs, unit="song", disable=args.no_progress, file=sys.stderr)
     for audio_path, out_path in bar:
         started = time.perf_counter()
@@ -126,14 +127,17 @@ def _main(args: argparse.Namespace) -> int:
             source = audio.open_audio(audio_path, model.features.sample_rate)
             try:
                 result = inference.transcribe_source(model, source, args.decode, args.self_transition,
-                                                     with_spectrogram=args.plot)
+                                                     with_spectrogram=args.plot, with_tuning=True)
             finally:
                 source.close()
         except (ValueError, OSError, RuntimeError) as e:  # AudioError included: reported per file, the others go on
             failures.append((audio_path, " ".join(str(e).split()) or type(e).__name__))
             continue
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        annotations.write_segments(out_path, result.segments, args.format, result.duration, dict(metadata))
+        tuning = {} if result.tuning is None else {"tuning_cents": round(100 * result.tuning, 1),
+                                                   "a4_hz": round(inference.a4_hertz(result.tuning), 2)}
+        annotations.write_segments(out_path, result.segments, args.format, result.duration, {**metadata, **tuning})
+        tunings.append((audio_path, tuning))
         busy_seconds += time.perf_counter() - started
         audio_seconds += result.duration
         if args.plot:
@@ -150,6 +154,10 @@ def _main(args: argparse.Namespace) -> int:
         f"({audio_seconds / max(busy_seconds, 1e-9):.0f}x real time, model loading excluded)",
         file=sys.stderr,
     )
+    for audio_path, tuning in tunings:
+        heard = (f"tuned {tuning['tuning_cents']:+.0f} cents from A440 (A4 = {tuning['a4_hz']:.1f} Hz)" if tuning
+                 else "no pitched sound to read a tuning from")
+        print(f"chordkeras.predict: {audio_path}: {heard}", file=sys.stderr)
     for audio_path, reason in failures:
         print(f"chordkeras.predict: failed {audio_path}: {reason}", file=sys.stderr)
     print(f"chordkeras.predict: {done} of {total} file(s) transcribed, {len(failures)} failed", file=sys.stderr)

@@ -203,6 +203,22 @@ def test_cli_directory_in_directory_out(keras_model_file, tmp_path, capsys):
     assert not list(out.glob("**/*.tmp"))
 
 
+def test_cli_reports_each_recording_s_tuning(keras_model_file, tmp_path, capsys):
+    """A chord of harmonic tones 30 cents sharp: predict says so on the console and in the JAMS sandbox
+    (within 4 cents, as features.song_tuning reads it), with A4's frequency in that tuning."""
+    rate = 22050
+    t = np.arange(3 * rate) / rate
+    f0 = 440.0 * 2 ** ((np.array([48, 52, 55, 60]) - 69 + 0.3) / 12)
+    audio = sum(np.sin(2 * np.pi * f * h * t) / h for f in f0 for h in range(1, 6))
+    soundfile.write(tmp_path / "sharp.wav", (0.05 * audio).astype(np.float32), rate)
+    assert predict.main([str(keras_model_file), str(tmp_path / "sharp.wav"), "--format", "jams", "--no-progress"]) == 0
+    sandbox = json.loads((tmp_path / "sharp.chords.jams").read_text())["annotations"][0]["sandbox"]
+    assert abs(sandbox["tuning_cents"] - 30) < 4.0
+    assert sandbox["a4_hz"] == pytest.approx(440 * 2 ** (sandbox["tuning_cents"] / 1200), abs=0.01)
+    assert f"sharp.wav: tuned {sandbox['tuning_cents']:+.0f} cents from A440 (A4 = {sandbox['a4_hz']:.1f} Hz)" in \
+        capsys.readouterr().err
+
+
 def test_cli_reports_bad_inputs(keras_model_file, tmp_path, capsys):
     (tmp_path / "broken.wav").write_bytes(b"not audio at all")
     assert predict.main([str(keras_model_file), str(tmp_path / "missing.wav"), "--no-progress"]) == 1

@@ -116,3 +116,13 @@ def test_the_default_network_corrects_after_its_level_normalisation():
     layer = network.get_layer("tuning")
     assert (layer.first_bin, layer.max_semitones, layer.bins_per_semitone) == (48, config.model.tuning_correction, 2)
     assert layer.fmin_midi == pytest.approx(24.0)      # C1
+
+
+@pytest.mark.parametrize("cents", [-25, 0, 35])
+def test_a_whole_recording_s_tuning(cents):
+    """`features.song_tuning`, what predict reports: the estimate over a recording's sounding frames, from C3
+    up, within 4 cents of the offset of a chord of harmonic tones; nothing to read in digital silence."""
+    config = FeatureConfig()
+    spectrogram = features.log_spectrogram(_chord(cents, 7, config), config).numpy()
+    assert abs(100 * features.song_tuning(spectrogram, config) - cents) < 4.0
+    assert features.song_tuning(np.zeros_like(spectrogram), config) is None
