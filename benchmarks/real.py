@@ -42,6 +42,8 @@ def _parse(argv):
     parser.add_argument("--split", default="test", help="split of --split-of to score (default: test)")
     parser.add_argument("--end-tolerance", type=float, default=None,
                         help="as chordkeras.prepare's (default: the same default)")
+    parser.add_argument("--decode", choices=("family", "viterbi", "argmax"), default="family",
+                        help="as chordkeras.predict's (default: family, its default)")
     parser.add_argument("--out", help="folder for real.json (default: real/ beside the first model's export)")
     args = parser.parse_args(argv)
     if args.name and len(args.name) != len(args.model):
@@ -65,7 +67,7 @@ def split_song_ids(dataset: str | os.PathLike, split: str) -> set[str]:
     return ids
 
 
-def score_model(transcriber, songs, end_tolerance: float) -> dict:
+def score_model(transcriber, songs, end_tolerance: float, decode: str = "family") -> dict:
     """Transcribes and scores `songs` (SongInputs); returns the evaluation with N shares and skipped songs."""
     from chordkeras import annotations, audio, inference, scoring
 
@@ -83,7 +85,7 @@ def score_model(transcriber, songs, end_tolerance: float) -> dict:
                 skipped.append({"song": song.song_id, "reason": str(e) if song.annotation else "no annotation"})
                 continue
             started = time.perf_counter()
-            estimate = inference.transcribe_source(transcriber, source).segments
+            estimate = inference.transcribe_source(transcriber, source, decode).segments
             seconds += time.perf_counter() - started
         finally:
             source.close()
@@ -134,11 +136,11 @@ def main(argv=None) -> int:
     names = args.name or [pathlib.Path(m).resolve().parent.name for m in args.model]
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.model[0]).resolve().parent / "real"
     rows, report = [], {"data": str(args.data), "split_of": args.split_of, "split": args.split if args.split_of else None,
-                        "end_tolerance": tolerance, "models": {}}
+                        "end_tolerance": tolerance, "decode": args.decode, "models": {}}
     for name, model_path in zip(names, args.model):
         transcriber = inference.load_chord_model(model_path)
         print(f"real.py: {name}: {len(songs)} song(s) with {transcriber.description}", file=sys.stderr, flush=True)
-        results = score_model(transcriber, songs, tolerance)
+        results = score_model(transcriber, songs, tolerance, args.decode)
         results["model"] = str(model_path)
         rows.append((name, results))
         report["models"][name] = scoring.jsonable(results)

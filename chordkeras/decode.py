@@ -4,6 +4,12 @@ Viterbi smoothing uses a uniform-switch transition model: stay in the same class
 `self_transition`, move to any other class with probability (1 - self_transition) / (C - 1). That
 structure makes each step O(C) (the best predecessor is either the class itself or the overall best
 class), so no C x C matrix is ever built.
+
+The default decoding, `family_viterbi`, runs it twice: first over chord families (a root and its
+third: the major-third qualities with the major triad, the minor-third ones with the minor triad), each
+family's probability the sum of its classes', then over the classes of the family chosen at each frame.
+Whether a chord is major or minor is decided on all the evidence for it rather than on its likeliest
+single class, which seventh, sixth and suspended classes would otherwise split.
 """
 
 from __future__ import annotations
@@ -20,6 +26,14 @@ from chordkeras.annotations import Segment
 DEFAULT_SELF_TRANSITION = 0.9
 # Probabilities are floored before taking logs so a hard zero cannot make a path impossible.
 _PROB_FLOOR = 1e-12
+METHODS = ("family", "viterbi", "argmax")
+DEFAULT_METHOD = "family"
+# The family of each quality: the triad with its third (sus chords, which have none, go with major,
+# as they mostly stand in for it).
+FAMILY_OF_QUALITY = {
+    "maj": "maj", "7": "maj", "maj7": "maj", "maj6": "maj", "aug": "maj", "sus2": "maj", "sus4": "maj",
+    "min": "min", "min7": "min", "min6": "min", "minmaj7": "min", "dim": "min", "hdim7": "min", "dim7": "min",
+}
 
 
 def _as_log_probs(scores: np.ndarray) -> np.ndarray:
@@ -118,13 +132,55 @@ def argmax(scores: np.ndarray) -> np.ndarray:
     return np.argmax(scores, axis=-1).astype(np.int64)
 
 
-def decode(probs: np.ndarray, method: str = "viterbi", self_transition: float = 0.9) -> np.ndarray:
-    """Class path by `method` ("viterbi" or "argmax")."""
+def families(class_names: Sequence[str]) -> np.ndarray:
+    """int64 [classes]: the class standing for each class's family (`FAMILY_OF_QUALITY`): 'C:7' -> 'C:maj',
+    'A:hdim7' -> 'A:min'; N, X, the family classes themselves and qualities without a family (or whose
+    triad the vocabulary lacks) stand for themselves."""
+    index = {name: i for i, name in enumerate(class_names)}
+    out = np.arange(len(class_names), dtype=np.int64)
+    for i, name in enumerate(class_names):
+        root, _, quality = name.partition(":")
+        family = FAMILY_OF_QUALITY.get(quality)
+        if family is not None and f"{root}:{family}" in index:
+            out[i] = index[f"{root}:{family}"]
+    return out
+
+
+def family_viterbi(probs: np.ndarray, family: np.ndarray, self_transition: float = 0.9) -> np.ndarray:
+    """Viterbi over chord families, then over the classes of each frame's family.
+
+    Args:
+        probs: [frames, classes] probabilities.
+        family: int [classes], the class standing for each class's family (`families`).
+        self_transition: As `viterbi`'s, in both passes.
+
+    Returns:
+        int64 [frames] class indices, each in the family the first pass chose for its frame.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    family = np.asarray(family, dtype=np.int64)
+    if probs.ndim != 2 or family.shape != (probs.shape[1],):
+        raise ValueError(f"expected probs [frames, classes] and family [classes], got {probs.shape} and {family.shape}")
+    if np.any(probs < 0.0):
+        raise ValueError("family_viterbi needs probabilities (non-negative), not log probabilities")
+    summed = np.zeros_like(probs)
+    np.add.at(summed.T, family, probs.T)            # each family's probability on the class standing for it
+    chosen = viterbi(summed, self_transition)
+    return viterbi(np.where(family[None, :] == chosen[:, None], probs, 0.0), self_transition)
+
+
+def decode(probs: np.ndarray, method: str = DEFAULT_METHOD, self_transition: float = 0.9,
+           class_names: Sequence[str] | None = None) -> np.ndarray:
+    """Class path by `method`: "family" (`family_viterbi`, which needs `class_names`), "viterbi" or "argmax"."""
+    if method == "family":
+        if class_names is None:
+            raise ValueError("family decoding needs the class names")
+        return family_viterbi(probs, families(class_names), self_transition)
     if method == "viterbi":
         return viterbi(probs, self_transition)
     if method == "argmax":
         return argmax(probs)
-    raise ValueError(f"unknown decoding method {method!r}; choose viterbi or argmax")
+    raise ValueError(f"unknown decoding method {method!r}; choose from {', '.join(METHODS)}")
 
 
 def frame_boundaries(frame_times: np.ndarray | float, num_frames: int, duration: float | None = None) -> np.ndarray:

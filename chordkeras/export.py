@@ -94,10 +94,16 @@ def decoding(config: RunConfig) -> dict[str, Any]:
     """How an app turns per-frame probabilities into chords (what `chordkeras.predict` does)."""
     feature_config = config.features
     return {
-        "method": "viterbi",
+        "method": "family",
         "self_transition": decode.DEFAULT_SELF_TRANSITION,
         "transitions": "stay on a class with probability self_transition, move to each other class with "
                        "(1 - self_transition) / (classes - 1); initial distribution uniform",
+        "families": decode.families(vocab.get_vocabulary(config.data.vocabulary).class_names).tolist(),
+        "family_decoding": "two Viterbi passes with these transitions over all classes: the first over each "
+                           "frame's probabilities summed into families[class] (the class standing for the "
+                           "class's family: its root and third), the second over the probabilities of the classes "
+                           "of the family the first chose at each frame, the others set to 0; probabilities are "
+                           "floored at 1e-12 before logs",
         "frame_rate": feature_config.frame_rate,
         "frame_times": f"frame i is centred at i * {feature_config.hop_length} / {feature_config.sample_rate} s and "
                        "covers [(i - 0.5) / frame_rate, (i + 0.5) / frame_rate), clipped to the audio",

@@ -404,7 +404,7 @@ def a4_hertz(tuning: float) -> float:
 def transcribe_source(
     model: Transcriber,
     source: AudioSource,
-    decode: str = "viterbi",
+    decode: str = decode_lib.DEFAULT_METHOD,
     self_transition: float = DEFAULT_SELF_TRANSITION,
     with_spectrogram: bool = False,
     with_tuning: bool = False,
@@ -412,7 +412,7 @@ def transcribe_source(
     """Probabilities, decoded path and segments of one audio source; with `with_tuning`, also the whole
     recording's tuning (from its spectrogram, which only the keras backend computes anyway)."""
     probs, frame_times, spectrogram = model.source_probabilities(source, with_spectrogram or with_tuning)
-    path = decode_lib.decode(probs, decode, self_transition)
+    path = decode_lib.decode(probs, decode, self_transition, model.class_names)
     segments = decode_lib.frames_to_segments(path, probs, model.features.frame_rate, model.class_names, source.duration)
     tuning = features_lib.song_tuning(spectrogram, model.features) if with_tuning else None
     return Transcription(segments, probs, frame_times, source.duration, spectrogram if with_spectrogram else None,
@@ -423,7 +423,7 @@ def transcribe(
     model: Transcriber | str | os.PathLike,
     audio: str | os.PathLike | np.ndarray,
     sample_rate: int | None = None,
-    decode: str = "viterbi",
+    decode: str = decode_lib.DEFAULT_METHOD,
     self_transition: float = DEFAULT_SELF_TRANSITION,
 ) -> list[Segment]:
     """Chord segments of an audio file or array.
@@ -433,7 +433,7 @@ def transcribe(
         audio: A file path (any format `chordkeras.audio.open_audio` reads), or samples
             ([samples] or [samples, channels]) with `sample_rate`.
         sample_rate: Rate of array input; ignored for files.
-        decode: "viterbi" or "argmax".
+        decode: "family" (the default, `decode.family_viterbi`), "viterbi" or "argmax".
         self_transition: Viterbi self-transition probability.
 
     Returns:
@@ -479,7 +479,7 @@ def evaluate_model_on_records(
     model_path: str | os.PathLike,
     records_dir: str | os.PathLike,
     split: str = "test",
-    decode: str = "viterbi",
+    decode: str = decode_lib.DEFAULT_METHOD,
     self_transition: float | None = None,
     plot_dir: str | os.PathLike | None = None,
     error_metric: str = "majmin",
@@ -492,7 +492,7 @@ def evaluate_model_on_records(
         model_path: Export folder or `.keras` file (the Keras model is used: records hold spectrograms).
         records_dir: A prepared dataset folder (tfrecords/<name>).
         split: Split to evaluate.
-        decode: "viterbi" or "argmax".
+        decode: "family" (the default, `decode.family_viterbi`), "viterbi" or "argmax".
         self_transition: Viterbi self-transition; default `DEFAULT_SELF_TRANSITION`.
         plot_dir: When given, one PNG per song is written there.
         error_metric: Comparison that marks errors in the pictures.
@@ -510,7 +510,7 @@ def evaluate_model_on_records(
     model = load_chord_model(model_path, backend="keras")
     pairs = []
     for song in _record_predictions(model, model_path, records_dir, split, progress):
-        path = decode_lib.decode(song["probabilities"], decode, self_transition)
+        path = decode_lib.decode(song["probabilities"], decode, self_transition, model.class_names)
         estimate = decode_lib.frames_to_segments(
             path, song["probabilities"], song["frame_rate"], model.class_names, song["duration"]
         )
@@ -526,7 +526,7 @@ def evaluate_model_on_records(
             )
     results = scoring.evaluate_pairs(pairs, top_confusions)
     results.update({"model": str(model_path), "records": str(records_dir), "split": split,
-                    "decode": decode, "self_transition": self_transition if decode == "viterbi" else None})
+                    "decode": decode, "self_transition": self_transition if decode != "argmax" else None})
     return results
 
 
@@ -565,13 +565,14 @@ def sweep_self_transition(
     values: Sequence[float],
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Set-level scores of Viterbi decoding for several self-transition values (and argmax).
+    """Set-level scores of the default decoding (`decode.DEFAULT_METHOD`) for several self-transition values
+    (and argmax).
 
     The network runs once per song; only the decoding is repeated. Meant for choosing the
     default on a validation split.
 
     Returns:
-        [{"decode": "argmax" or "viterbi", "self_transition": p or None, "overall": {metric: WCSR},
+        [{"decode": "argmax" or the default method, "self_transition": p or None, "overall": {metric: WCSR},
           "segments_per_minute": estimated segments per minute of audio}, ...], argmax first.
     """
     model = load_chord_model(model_path, backend="keras")
@@ -585,14 +586,15 @@ def sweep_self_transition(
         pairs, num_segments = [], 0
         for song in songs:
             probs = song["probabilities"]
-            path = decode_lib.argmax(probs) if value is None else decode_lib.viterbi(probs, value)
+            method = "argmax" if value is None else decode_lib.DEFAULT_METHOD
+            path = decode_lib.decode(probs, method, value, model.class_names)
             estimate = decode_lib.frames_to_segments(path, probs, song["frame_rate"], model.class_names,
                                                      song["duration"])
             num_segments += len(estimate)
             pairs.append((song["song_id"], song["reference"], estimate))
         results = scoring.evaluate_pairs(pairs)
         rows.append({
-            "decode": "argmax" if value is None else "viterbi",
+            "decode": method,
             "self_transition": value,
             "overall": results["overall"],
             "segments_per_minute": num_segments / minutes if minutes > 0 else None,

@@ -1,7 +1,7 @@
 """Command line: chord transcription of audio files with a trained model.
 
     python -m chordkeras.predict MODEL AUDIO... [--out DIR] [--format lab|jams|csv]
-        [--decode viterbi|argmax] [--self-transition P] [--plot]
+        [--decode family|viterbi|argmax] [--self-transition P] [--plot]
         [--backend auto|keras|saved_model|tflite|onnx|coreml [--quantize none|float16|int8]]
 
 MODEL is an export folder (saved_model/, model.keras, model_card.json) or a `.keras` file with
@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Sequence
 
-from chordkeras import __version__, annotations, audio, cli, formats, inference
+from chordkeras import __version__, annotations, audio, cli, decode, formats, inference
 
 
 def plan_outputs(
@@ -73,7 +73,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", help="output folder (default: next to each audio file, as <stem>.chords.<format>)")
     parser.add_argument("--format", choices=annotations.OUTPUT_FORMATS, default="lab",
                         help="output format (default lab)")
-    parser.add_argument("--decode", choices=("viterbi", "argmax"), default="viterbi")
+    parser.add_argument("--decode", choices=decode.METHODS, default=decode.DEFAULT_METHOD,
+                        help="family (default): Viterbi over chord families (root and third), then over the "
+                        "chords of the chosen family; viterbi: over all chords at once; argmax: per frame")
     parser.add_argument("--self-transition", type=float, default=inference.DEFAULT_SELF_TRANSITION,
                         help="Viterbi probability of staying on a chord per frame "
                         f"(default {inference.DEFAULT_SELF_TRANSITION})")

@@ -373,7 +373,7 @@ def format_sweep(rows: Sequence[Mapping[str, Any]]) -> str:
     columns = ("root", "majmin", "majmin_inv", "sevenths", "tetrads", "seg")
     lines = [f"{'decoding':<16} {'seg/min':>8} " + " ".join(f"{c:>10}" for c in columns)]
     for row in rows:
-        name = "argmax" if row["decode"] == "argmax" else f"viterbi {row['self_transition']:g}"
+        name = "argmax" if row["decode"] == "argmax" else f"{row['decode']} {row['self_transition']:g}"
         per_minute = row["segments_per_minute"]
         lines.append(f"{name:<16} {per_minute:8.1f} " + " ".join(f"{_fmt(row['overall'][c]):>10}" for c in columns))
     return "\n".join(lines)

@@ -113,6 +113,8 @@ def page_model(card: dict[str, Any], model_file: str, onnxruntime_web_version: s
         "vocabulary": vocabulary,
         "class_names": list(card["class_names"]),
         "self_transition": decoding.get("self_transition", decode.DEFAULT_SELF_TRANSITION),
+        # The page decodes as predict does by default (decode.family_viterbi), whatever an older card says.
+        "families": decode.families(card["class_names"]).tolist(),
         # The display's "major and minor only": each quality the majmin vocabulary reduces, and to what.
         "majmin": dict(majmin.reductions),
         "onnxruntime_web": onnxruntime_web_version,

@@ -10,7 +10,7 @@ import { pathToFileURL } from "url";
 
 const [modulePath, callsPath, resultsPath] = process.argv.slice(2);
 const chords = await import(pathToFileURL(modulePath).href);
-const FLOAT32 = { viterbi: [0], argmaxPath: [0], framesToSegments: [1], keepWindowFrames: [0, 3] };
+const FLOAT32 = { viterbi: [0], familyViterbi: [0], argmaxPath: [0], framesToSegments: [1], keepWindowFrames: [0, 3] };
 
 const calls = JSON.parse(fs.readFileSync(callsPath, "utf8"));
 const results = calls.map(({ fn, args }) => {

@@ -137,7 +137,7 @@ def test_the_page_finds_predicts_chords_and_follows_playback(browser, server, so
         assert [s["label"] for s in result["segments"]] == [s.label for s in from_page]
         np.testing.assert_allclose([[s["start"], s["end"]] for s in result["segments"]],
                                    [[s.start, s.end] for s in from_page], atol=5e-7)  # the .lab rounds to 1 us
-        assert result["vocabulary"] == "large" and result["decoding"] == {"method": "viterbi", "self_transition": 0.9}
+        assert result["vocabulary"] == "large" and result["decoding"] == {"method": "family", "self_transition": 0.9}
 
         # Paused at chosen times: inside segments, and just either side of chord changes.
         segments = result["segments"]

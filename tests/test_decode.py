@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from chordkeras import annotations
-from chordkeras.decode import argmax, decode, frame_boundaries, frames_to_segments, viterbi
+from chordkeras import vocab
+from chordkeras.decode import argmax, decode, families, family_viterbi, frame_boundaries, frames_to_segments, viterbi
 
 # Five frames over three classes; frame 2 is a one-frame blip of class 1 (0.6 against 0.3).
 BLIP = np.array(
@@ -95,6 +96,38 @@ def test_argmax_and_decode():
     np.testing.assert_array_equal(decode(BLIP, "viterbi", 0.99), [0, 0, 0, 0, 0])
     with pytest.raises(ValueError):
         decode(BLIP, "beam")
+
+
+# N, C:maj, C:min, C:7, C:min7. Frame 0: C:min is the likeliest class (0.35), but the major family (C:maj
+# and C:7) holds 0.55 against the minor's 0.40, and within it C:maj (0.30) leads C:7 (0.25).
+FAMILY_NAMES = ["N", "C:maj", "C:min", "C:7", "C:min7"]
+FAMILY_PROBS = np.array([[0.05, 0.30, 0.35, 0.25, 0.05], [0.05, 0.60, 0.10, 0.20, 0.05], [0.05, 0.28, 0.02, 0.60, 0.05]])
+
+
+def test_families_by_hand():
+    np.testing.assert_array_equal(families(FAMILY_NAMES), [0, 1, 2, 1, 2])
+    large = vocab.get_vocabulary("large").class_names
+    named = {name: large[i] for name, i in zip(large, families(large))}
+    assert named["N"] == "N" and named["X"] == "X"
+    assert [named[f"D:{q}"] for q in ("maj", "7", "maj7", "maj6", "aug", "sus2", "sus4")] == ["D:maj"] * 7
+    assert [named[f"B:{q}"] for q in ("min", "min7", "min6", "minmaj7", "dim", "hdim7", "dim7")] == ["B:min"] * 7
+    # A vocabulary without the family's triad: the class stands for itself.
+    np.testing.assert_array_equal(families(["N", "C:7", "C:min7"]), [0, 1, 2])
+
+
+def test_family_viterbi_by_hand():
+    """At self-transition 0.2 = 1 / classes a switch costs nothing (log(0.8 / 4) - log(0.2) = 0), so both passes
+    are per-frame maxima: families maj, maj, maj (0.55, 0.80, 0.88), then C:maj, C:maj, C:7 within them; the
+    flat Viterbi takes C:min at frame 0."""
+    np.testing.assert_array_equal(decode(FAMILY_PROBS, "family", 0.2, FAMILY_NAMES), [1, 1, 3])
+    np.testing.assert_array_equal(family_viterbi(FAMILY_PROBS, families(FAMILY_NAMES), 0.2), [1, 1, 3])
+    np.testing.assert_array_equal(decode(FAMILY_PROBS, "viterbi", 0.2), [2, 1, 3])
+    # Smoothing in the second pass: at 0.99 staying on C:maj (0.30 * 0.60 * 0.28) beats two switches.
+    np.testing.assert_array_equal(decode(FAMILY_PROBS, "family", 0.99, FAMILY_NAMES), [1, 1, 1])
+    with pytest.raises(ValueError, match="class names"):
+        decode(FAMILY_PROBS, "family", 0.9)
+    with pytest.raises(ValueError, match="not log probabilities"):
+        family_viterbi(np.log(FAMILY_PROBS), families(FAMILY_NAMES))
 
 
 def test_frame_boundaries_from_rate_and_times_agree():

@@ -291,7 +291,8 @@ def test_a_failed_conversion_leaves_no_file_and_the_card_unchanged(export_dir, t
 
 def test_card_states_the_decoding_an_app_applies(export_dir):
     card = json.loads((export_dir / export.MODEL_CARD).read_text())
-    assert card["decoding"]["method"] == "viterbi"
+    assert card["decoding"]["method"] == "family" == decode.DEFAULT_METHOD
+    assert card["decoding"]["families"] == decode.families(card["class_names"]).tolist()
     assert card["decoding"]["self_transition"] == decode.DEFAULT_SELF_TRANSITION == 0.9
     assert card["decoding"]["frame_rate"] == pytest.approx(22050 / 2048)
     assert len(card["class_names"]) == 170 and card["class_names"][0] == "N"

@@ -282,15 +282,15 @@ def test_evaluate_a_model_on_prepared_records(export_folder, tmp_path):
     assert evaluate.main(argv) == 0
     results = json.loads((out / "evaluation.json").read_text())
     assert sorted(results["songs"]) == ["test/0", "test/1"]
-    assert results["split"] == "test" and results["decode"] == "viterbi"
+    assert results["split"] == "test" and results["decode"] == "family"
     assert results["total_duration"] == pytest.approx(2 * 60 / FEATURES.frame_rate, rel=1e-6)
     with Image.open(out / "plots" / "test" / "0.png") as image:
         assert image.size == plots.song_figure_size(60 / FEATURES.frame_rate, has_reference=True)
 
     assert evaluate.main(argv[:6] + ["--sweep", "0.5,0.9", "--no-progress"]) == 0
     sweep = json.loads((out / "sweep.json").read_text())
-    assert [(row["decode"], row["self_transition"]) for row in sweep] == [("argmax", None), ("viterbi", 0.5),
-                                                                          ("viterbi", 0.9)]
+    assert [(row["decode"], row["self_transition"]) for row in sweep] == [("argmax", None), ("family", 0.5),
+                                                                          ("family", 0.9)]
     assert sweep[2]["overall"] == pytest.approx(results["overall"])
 
 

@@ -57,8 +57,9 @@ def test_scores_n_shares_and_skips_on_generated_songs(tmp_path, model_export):
     assert first["confusions"]["scored_seconds"] == pytest.approx(20.0)  # N counts; no X here
     # One split of the prepared dataset: only its album's songs.
     assert bench.main(["--model", str(model_export), "--data", str(songs), "--split-of", str(tmp_path / "prepared"),
-                       "--split", "test", "--out", str(tmp_path / "split")]) == 0
+                       "--split", "test", "--out", str(tmp_path / "split"), "--decode", "viterbi"]) == 0
     split = json.loads((tmp_path / "split" / "real.json").read_text())
+    assert report["decode"] == "family" and split["decode"] == "viterbi"
     assert list(split["models"]) == [model_export.parent.name]   # rows are named after the run folder by default
     (row,) = split["models"].values()
     scored = set(row["songs"]) | {s["song"] for s in row["skipped"]}

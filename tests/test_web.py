@@ -56,6 +56,18 @@ def test_viterbi_gives_the_python_path(js, self_transition):
         assert path == decode.viterbi(probs, self_transition).tolist()
 
 
+@pytest.mark.parametrize("self_transition", [0.2, 0.9, 0.999])
+def test_family_viterbi_gives_the_python_path(js, self_transition):
+    """Random posteriors over the large vocabulary's 170 classes and its families, as the page gets them."""
+    names = vocab.get_vocabulary("large").class_names
+    family = decode.families(names)
+    rng = np.random.default_rng(11)
+    cases = [_probabilities(rng, 600, 170, 0.05), _probabilities(rng, 200, 170, 1.0), _probabilities(rng, 1, 170, 0.3)]
+    results = js([("familyViterbi", [p.ravel().tolist(), 170, family.tolist(), self_transition]) for p in cases])
+    for probs, path in zip(cases, results):
+        assert path == decode.family_viterbi(probs, family, self_transition).tolist()
+
+
 def test_viterbi_smooths_a_blip_as_the_python_tests_say(js):
     blip = [[0.8, 0.1, 0.1], [0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.8, 0.1, 0.1], [0.8, 0.1, 0.1]]
     flat = np.array(blip, np.float32).ravel().tolist()

@@ -1,10 +1,10 @@
 // The page: decode a dropped audio file (Web Audio, resampled to the model's rate, mono), analyse it in
 // Web Workers with the ONNX model (the windows `python -m chordkeras.predict --backend onnx` uses), decode
-// the chords with the same Viterbi, and show them under a waveform, highlighted as the song plays.
+// the chords as predict does (family Viterbi), and show them under a waveform, highlighted as the song plays.
 // Nothing is sent anywhere: the page's Content-Security-Policy allows requests to its own folder only.
 import {
-  displayLabel, framesToSegments, guitarName, keepWindowFrames, labText, numFrames, planWindows, relabelSegments,
-  segmentAt, viterbi,
+  displayLabel, familyViterbi, framesToSegments, guitarName, keepWindowFrames, labText, numFrames, planWindows,
+  relabelSegments, segmentAt,
 } from "./chords.js";
 
 const $ = (id) => document.getElementById(id);
@@ -297,7 +297,7 @@ async function analyse(file, model, pool) {
     progress.value = finished / windows.length;
   });
   const analysed = performance.now();
-  const path = viterbi(probabilities, classes, model.self_transition);
+  const path = familyViterbi(probabilities, classes, model.families, model.self_transition);
   const duration = audio.length / model.sample_rate;
   const segments = framesToSegments(path, probabilities, classes, model.frame_rate, model.class_names, duration);
   const total = (performance.now() - started) / 1000;
@@ -329,7 +329,7 @@ function resultJson(model) {
     vocabulary: vocabulary === "majmin" ? "majmin" : model.vocabulary,
     names,
     model: model.description,
-    decoding: { method: "viterbi", self_transition: model.self_transition },
+    decoding: { method: "family", self_transition: model.self_transition },
     segments: page.segments.map((s) => ({
       start: s.start, end: s.end, label: s.label, name: s.name, confidence: Number(s.confidence.toFixed(4)),
     })),

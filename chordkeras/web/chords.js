@@ -113,6 +113,24 @@ export function viterbi(probabilities, numClasses, selfTransition) {
   return path;
 }
 
+// chordkeras.decode.family_viterbi: Viterbi over chord families (a root and its third; family[c] is the class
+// standing for class c's family, which holds the sum of its classes' probabilities), then over the classes
+// of the family chosen at each frame.
+export function familyViterbi(probabilities, numClasses, family, selfTransition) {
+  const C = numClasses;
+  const T = Math.floor(probabilities.length / C);
+  const summed = new Float64Array(T * C);
+  for (let t = 0; t < T; t++) {
+    for (let c = 0; c < C; c++) summed[t * C + family[c]] += probabilities[t * C + c];
+  }
+  const chosen = viterbi(summed, C, selfTransition);
+  const kept = new Float64Array(T * C);
+  for (let t = 0; t < T; t++) {
+    for (let c = 0; c < C; c++) if (family[c] === chosen[t]) kept[t * C + c] = probabilities[t * C + c];
+  }
+  return viterbi(kept, C, selfTransition);
+}
+
 // numpy's argmax: the first index of the largest value.
 function argmax(values) {
   let best = 0;
