@@ -120,7 +120,8 @@ def main(argv=None) -> int:
                 "features": lambda: model.source_spectrogram(array),
                 "network": lambda: model.spectrogram_probabilities(spectrogram),
                 "decode": lambda: decode.frames_to_segments(
-                    decode.viterbi(probs, inference.DEFAULT_SELF_TRANSITION), probs, model.features.frame_rate,
+                    decode.decode(probs, decode.DEFAULT_METHOD, inference.DEFAULT_SELF_TRANSITION, model.class_names),
+                    probs, model.features.frame_rate,
                     model.class_names, array.duration),
             }
             for name, fn in stages.items():
