@@ -177,6 +177,8 @@ def _parse(argv):
                              "every pitched part is played with them, clean")
     parser.add_argument("--conditions", help="comma-separated conditions of the clean band songs to run (default: "
                                              "all); the other renderings and their solo conditions always run")
+    parser.add_argument("--decode", choices=("family", "viterbi", "argmax"), default="family",
+                        help="as chordkeras.predict's (default: family, its default)")
     parser.add_argument("--out", help="folder for robustness.json (default: robustness/ beside the model)")
     args = parser.parse_args(argv)
     if args.songs < 1 or args.minutes_per_song <= 0 or args.seed < 0:
@@ -271,7 +273,7 @@ def main(argv=None) -> int:
                     name = f"{render_name}, {condition.name}"
                 rng = np.random.default_rng([args.seed, i, 99])
                 audio = condition.apply(song.audio.astype(np.float64), sample_rate, rng).astype(np.float32)
-                segments = inference.transcribe(model, audio, sample_rate)
+                segments = inference.transcribe(model, audio, sample_rate, args.decode)
                 if render_name == "clean" and condition.name == "clean":
                     clean_segments[i] = segments
                 entry = results.setdefault(name, {"group": condition.group if render_name == "clean" else group,

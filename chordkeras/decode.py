@@ -28,6 +28,8 @@ DEFAULT_SELF_TRANSITION = 0.9
 _PROB_FLOOR = 1e-12
 METHODS = ("family", "viterbi", "argmax")
 DEFAULT_METHOD = "family"
+METHODS_HELP = ("family (default): Viterbi over chord families (root and third), then over the chords of the "
+                "chosen family; viterbi: over all chords at once; argmax: per frame")
 # The family of each quality: the triad with its third (sus chords, which have none, go with major,
 # as they mostly stand in for it).
 FAMILY_OF_QUALITY = {

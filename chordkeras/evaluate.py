@@ -32,9 +32,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", help="export folder or .keras file to run on --records")
     parser.add_argument("--records", help="prepared dataset folder (tfrecords/<name>)")
     parser.add_argument("--split", default="test", help="split of --records (default test)")
-    parser.add_argument("--decode", choices=decode.METHODS, default=decode.DEFAULT_METHOD,
-                        help="family (default): Viterbi over chord families (root and third), then over the "
-                        "chords of the chosen family; viterbi: over all chords at once; argmax: per frame")
+    parser.add_argument("--decode", choices=decode.METHODS, default=decode.DEFAULT_METHOD, help=decode.METHODS_HELP)
     parser.add_argument("--self-transition", type=float, default=None,
                         help="Viterbi probability of staying on a chord per frame (default: predict's)")
     parser.add_argument("--out", help="folder for evaluation.json, evaluation.csv and plots/ "

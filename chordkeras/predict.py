@@ -73,9 +73,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", help="output folder (default: next to each audio file, as <stem>.chords.<format>)")
     parser.add_argument("--format", choices=annotations.OUTPUT_FORMATS, default="lab",
                         help="output format (default lab)")
-    parser.add_argument("--decode", choices=decode.METHODS, default=decode.DEFAULT_METHOD,
-                        help="family (default): Viterbi over chord families (root and third), then over the "
-                        "chords of the chosen family; viterbi: over all chords at once; argmax: per frame")
+    parser.add_argument("--decode", choices=decode.METHODS, default=decode.DEFAULT_METHOD, help=decode.METHODS_HELP)
     parser.add_argument("--self-transition", type=float, default=inference.DEFAULT_SELF_TRANSITION,
                         help="Viterbi probability of staying on a chord per frame "
                         f"(default {inference.DEFAULT_SELF_TRANSITION})")
