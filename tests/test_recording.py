@@ -156,7 +156,9 @@ def test_wow_moves_pitch_by_the_stated_cents():
 
 def test_generated_harmony_is_mostly_plain_triads():
     """Chord-time shares of the harmony model over 400 songs: real pop and rock are mostly major and
-    minor triads (about three quarters), seventh chords about one chord in six."""
+    minor triads, seventh chords about one chord in nine (the dev collection's annotations: 85% and 11% of
+    the chord time; the generator: 80% and 11%; version 3 had 14% sevenths and its model added sevenths
+    to real songs' triads)."""
     time = {}
     for i in range(400):
         plan = harmony.plan_song(np.random.default_rng([2024, i]), 45.0)
@@ -166,6 +168,6 @@ def test_generated_harmony_is_mostly_plain_triads():
                 time[seg.chord.quality] = time.get(seg.chord.quality, 0.0) + d
     total = sum(time.values())
     share = {q: v / total for q, v in time.items()}
-    assert 0.68 <= share["maj"] + share["min"] <= 0.82
-    assert 0.10 <= share["7"] + share["min7"] + share["maj7"] <= 0.22
+    assert 0.74 <= share["maj"] + share["min"] <= 0.88
+    assert 0.08 <= share["7"] + share["min7"] + share["maj7"] <= 0.14
     assert set(share) == set(harmony.QUALITY_INTERVALS)     # every quality still occurs

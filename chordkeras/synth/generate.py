@@ -26,7 +26,7 @@ from chordkeras.synth import harmony, recording, render, voices
 
 # Bump when a change alters the songs a given seed produces: a folder made by another
 # version is refused instead of being silently mixed.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4     # 4: fewer seventh chords (harmony.draw_style)
 MANIFEST_NAME = "manifest.csv"
 SETTINGS_NAME = "synth.json"
 AUDIO_FORMATS = ("flac", "wav")

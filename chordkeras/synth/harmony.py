@@ -238,10 +238,15 @@ class Style:
 
 
 def draw_style(rng: np.random.Generator) -> Style:
-    """Most songs are plain triads; a few are jazz-coloured (the sevenths chance has a long tail)."""
+    """Most songs are plain triads; a few are jazz-coloured (the sevenths chance has a long tail).
+
+    The sevenths chance (jazz x 0.6; it was x 1.1 up to generator version 3) gives seventh chords about a
+    tenth of the chord time, as in an annotated studio collection (7 7%, min7 2%, maj7 1%); at x 1.1 they
+    had 14% (maj7 3%), and the default model added sevenths to plain triads of real songs.
+    """
     jazz = rng.beta(0.6, 5.0)
     return Style(
-        sevenths=float(np.clip(jazz * 1.1, 0, 0.9)),
+        sevenths=float(np.clip(jazz * 0.6, 0, 0.9)),
         secondary=float(rng.uniform(0.0, 0.15)),
         borrowed=float(rng.uniform(0.0, 0.2)),
         inversions=float(rng.choice([0.0, rng.uniform(0.03, 0.15), rng.uniform(0.15, 0.35)], p=[0.3, 0.5, 0.2])),
