@@ -33,6 +33,8 @@ REPORTED = ("root", "majmin", "majmin_inv", "sevenths", "tetrads")
 
 
 def _parse(argv):
+    from chordkeras import decode
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, metavar="EXPORT",
                         help="export folder of a trained model (repeatable: one table row each)")
@@ -42,8 +44,8 @@ def _parse(argv):
     parser.add_argument("--split", default="test", help="split of --split-of to score (default: test)")
     parser.add_argument("--end-tolerance", type=float, default=None,
                         help="as chordkeras.prepare's (default: the same default)")
-    parser.add_argument("--decode", choices=("family", "viterbi", "argmax"), default="family",
-                        help="as chordkeras.predict's (default: family, its default)")
+    parser.add_argument("--decode", choices=decode.METHODS, default=decode.DEFAULT_METHOD,
+                        help=f"as chordkeras.predict's (default: {decode.DEFAULT_METHOD}, its default)")
     parser.add_argument("--out", help="folder for real.json (default: real/ beside the first model's export)")
     args = parser.parse_args(argv)
     if args.name and len(args.name) != len(args.model):
@@ -67,9 +69,11 @@ def split_song_ids(dataset: str | os.PathLike, split: str) -> set[str]:
     return ids
 
 
-def score_model(transcriber, songs, end_tolerance: float, decode: str = "family") -> dict:
-    """Transcribes and scores `songs` (SongInputs); returns the evaluation with N shares and skipped songs."""
+def score_model(transcriber, songs, end_tolerance: float, decode: str | None = None) -> dict:
+    """Transcribes and scores `songs` (SongInputs), decoded by `decode` (default: predict's); returns the
+    evaluation with N shares and skipped songs."""
     from chordkeras import annotations, audio, inference, scoring
+    from chordkeras import decode as decode_lib
 
     pairs, n_share, skipped, seconds = [], {}, [], 0.0
     for song in songs:
@@ -85,7 +89,7 @@ def score_model(transcriber, songs, end_tolerance: float, decode: str = "family"
                 skipped.append({"song": song.song_id, "reason": str(e) if song.annotation else "no annotation"})
                 continue
             started = time.perf_counter()
-            estimate = inference.transcribe_source(transcriber, source, decode).segments
+            estimate = inference.transcribe_source(transcriber, source, decode or decode_lib.DEFAULT_METHOD).segments
             seconds += time.perf_counter() - started
         finally:
             source.close()

@@ -163,6 +163,8 @@ SOLO_CONDITIONS = (
 
 
 def _parse(argv):
+    from chordkeras import decode
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="export folder of a trained model")
     parser.add_argument("--songs", type=int, default=HELD_OUT_SONGS, help=f"held-out songs (default {HELD_OUT_SONGS})")
@@ -177,8 +179,8 @@ def _parse(argv):
                              "every pitched part is played with them, clean")
     parser.add_argument("--conditions", help="comma-separated conditions of the clean band songs to run (default: "
                                              "all); the other renderings and their solo conditions always run")
-    parser.add_argument("--decode", choices=("family", "viterbi", "argmax"), default="family",
-                        help="as chordkeras.predict's (default: family, its default)")
+    parser.add_argument("--decode", choices=decode.METHODS, default=decode.DEFAULT_METHOD,
+                        help=f"as chordkeras.predict's (default: {decode.DEFAULT_METHOD}, its default)")
     parser.add_argument("--out", help="folder for robustness.json (default: robustness/ beside the model)")
     args = parser.parse_args(argv)
     if args.songs < 1 or args.minutes_per_song <= 0 or args.seed < 0:

@@ -27,6 +27,9 @@ from chordkeras.config import FeatureConfig
 # Extra zeros appended before the FFT resampler's transform so that the end of a song
 # wraps around onto silence rather than onto its own beginning.
 _RESAMPLE_MARGIN = 4096
+# A frame whose every bin is at most this (log1p(log_scale * |X|) units: every bin more than 160 dB below a
+# full-scale sine) is digital silence: the network calls it N (model.SilenceIsNoChord), no estimate reads it.
+SILENCE_THRESHOLD = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,10 +281,10 @@ def estimate_tuning(spectrogram, frame_mask, bins_per_semitone: int, fmin_midi: 
     return tf.math.atan2(y, x) / (2.0 * np.pi)
 
 
-def song_tuning(spectrogram, config: FeatureConfig = FeatureConfig(), silence: float = 1e-6) -> float | None:
+def song_tuning(spectrogram, config: FeatureConfig = FeatureConfig(), silence: float = SILENCE_THRESHOLD) -> float | None:
     """The tuning of a whole recording's [T, F] log-frequency spectrogram against A440, in semitones in
-    (-0.5, 0.5]: `estimate_tuning` from `tuning_first_bin` up over its frames louder than `silence` (the
-    network's threshold of digital silence); None when no frame is."""
+    (-0.5, 0.5]: `estimate_tuning` from `tuning_first_bin` up over its frames louder than `silence` (digital
+    silence); None when no frame is."""
     spectrogram = np.asarray(spectrogram, dtype=np.float32)
     sounding = spectrogram.max(axis=-1, initial=0.0) > silence
     if not sounding.any():

@@ -60,8 +60,8 @@ OUTPUT_NAMES = ("chord", "root", "bass", "pitches")
 POSITION_KERNEL = 15
 # Logit magnitude that `SilenceIsNoChord` writes: softmax and sigmoid saturate to exactly 0 and 1.
 _FORCED_LOGIT = 1e4
-# A frame whose every bin is at most this (log1p(log_scale * |X|) units) is digital silence (SilenceIsNoChord).
-SILENCE_THRESHOLD = 1e-6
+# A frame whose every bin is at most this is digital silence (SilenceIsNoChord).
+SILENCE_THRESHOLD = features_lib.SILENCE_THRESHOLD
 
 _serializable = keras.saving.register_keras_serializable(package="chordkeras")
 
